@@ -1,0 +1,331 @@
+// Package migrations holds the outbox's database schema as embedded SQL and applies
+// it. The SQL is rendered for the configured schema and publication names, so
+// several outboxes can live in one database, and runs under a session advisory
+// lock, so two migrators started at once apply each version exactly once.
+//
+// Applications that migrate from code call New and Up; others print the SQL with
+// SQL and apply it with their own tool.
+package migrations
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"log/slog"
+	"path"
+	"sort"
+	"strings"
+	"testing/fstest"
+	"text/template"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/outboxrelay/outbox/internal/pgident"
+)
+
+//go:embed sql/*.sql
+var files embed.FS
+
+// VersionTable is the table, inside the outbox schema, that records applied versions.
+const VersionTable = "schema_migrations"
+
+// Config says where the outbox lives. A nil *Config means all defaults.
+type Config struct {
+	// Schema is the schema that holds the outbox tables. Defaults to "outbox".
+	Schema string
+	// Publication is the logical replication publication over the events table.
+	// Defaults to "outbox_events".
+	Publication string
+	// Logger receives one line per applied version. Defaults to discarding.
+	Logger *slog.Logger
+}
+
+func (c *Config) withDefaults() (Config, error) {
+	var cfg Config
+	if c != nil {
+		cfg = *c
+	}
+	cfg.Schema = cmp.Or(cfg.Schema, "outbox")
+	cfg.Publication = cmp.Or(cfg.Publication, "outbox_events")
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := pgident.Validate("schema", cfg.Schema); err != nil {
+		return cfg, fmt.Errorf("migrations: %w", err)
+	}
+	if err := pgident.Validate("publication", cfg.Publication); err != nil {
+		return cfg, fmt.Errorf("migrations: %w", err)
+	}
+	return cfg, nil
+}
+
+// Migrator applies and rolls back the outbox schema in one database.
+type Migrator struct {
+	cfg      Config
+	db       *sql.DB
+	provider *goose.Provider
+	lockID   int64
+}
+
+// Status is the state of one migration version.
+type Status struct {
+	Version   int64     `json:"version"`
+	Name      string    `json:"name"`
+	Applied   bool      `json:"applied"`
+	AppliedAt time.Time `json:"applied_at,omitzero"`
+}
+
+// Result is one version applied or rolled back.
+type Result struct {
+	Version   int64         `json:"version"`
+	Name      string        `json:"name"`
+	Direction string        `json:"direction"`
+	Duration  time.Duration `json:"duration"`
+}
+
+// New returns a Migrator for db. db is typically opened with the pgx stdlib driver
+// (stdlib.OpenDB or stdlib.OpenDBFromPool).
+func New(db *sql.DB, cfg *Config) (*Migrator, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	rendered, err := render(c)
+	if err != nil {
+		return nil, err
+	}
+	store, err := database.NewStore(database.DialectPostgres, c.Schema+"."+VersionTable)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	// One lock per schema: migrators of different outboxes do not wait for each other.
+	h := fnv.New64a()
+	h.Write([]byte("outbox.migrations." + c.Schema))
+	lockID := int64(h.Sum64() >> 1)
+	locker, err := lock.NewPostgresSessionLocker(
+		lock.WithLockID(lockID),
+		lock.WithLockTimeout(1, 600), // wait up to 10 minutes for another migrator
+	)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	p, err := goose.NewProvider("", db, rendered,
+		goose.WithStore(store),
+		goose.WithSessionLocker(locker),
+		goose.WithDisableGlobalRegistry(true),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	return &Migrator{cfg: c, db: db, provider: p, lockID: lockID}, nil
+}
+
+// ensureSchema creates the schema that holds the version table, since the
+// migrator records versions before the first migration runs.
+func (m *Migrator) ensureSchema(ctx context.Context) error {
+	// CREATE SCHEMA IF NOT EXISTS races with itself; the transaction-level lock
+	// makes two migrators take turns.
+	tx, err := m.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", m.lockID); err != nil {
+		return fmt.Errorf("migrations: lock: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgident.Quote(m.cfg.Schema)); err != nil {
+		return fmt.Errorf("migrations: create schema %s: %w", m.cfg.Schema, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrations: create schema %s: %w", m.cfg.Schema, err)
+	}
+	return nil
+}
+
+// Up applies every pending version.
+func (m *Migrator) Up(ctx context.Context) ([]Result, error) {
+	if err := m.ensureSchema(ctx); err != nil {
+		return nil, err
+	}
+	res, err := m.provider.Up(ctx)
+	out := m.results(res)
+	if err != nil {
+		return out, fmt.Errorf("migrations: up: %w", err)
+	}
+	return out, nil
+}
+
+// Down rolls back applied versions newer than target, newest first. A target of 0
+// removes the whole outbox schema content (the events are lost).
+func (m *Migrator) Down(ctx context.Context, target int64) ([]Result, error) {
+	if err := m.ensureSchema(ctx); err != nil {
+		return nil, err
+	}
+	res, err := m.provider.DownTo(ctx, target)
+	out := m.results(res)
+	if err != nil {
+		return out, fmt.Errorf("migrations: down: %w", err)
+	}
+	return out, nil
+}
+
+// Status lists every known version and whether it is applied.
+func (m *Migrator) Status(ctx context.Context) ([]Status, error) {
+	if err := m.ensureSchema(ctx); err != nil {
+		return nil, err
+	}
+	st, err := m.provider.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: status: %w", err)
+	}
+	out := make([]Status, 0, len(st))
+	for _, s := range st {
+		out = append(out, Status{
+			Version:   s.Source.Version,
+			Name:      path.Base(s.Source.Path),
+			Applied:   s.State == goose.StateApplied,
+			AppliedAt: s.AppliedAt,
+		})
+	}
+	return out, nil
+}
+
+// Pending reports whether some version is not applied yet.
+func (m *Migrator) Pending(ctx context.Context) (bool, error) {
+	if err := m.ensureSchema(ctx); err != nil {
+		return false, err
+	}
+	ok, err := m.provider.HasPending(ctx)
+	if err != nil {
+		return false, fmt.Errorf("migrations: %w", err)
+	}
+	return ok, nil
+}
+
+// Latest is the newest version this build knows.
+func Latest() int64 {
+	names, _ := fs.Glob(files, "sql/*.sql")
+	var v int64
+	for _, n := range names {
+		var x int64
+		fmt.Sscanf(path.Base(n), "%d_", &x)
+		v = max(v, x)
+	}
+	return v
+}
+
+func (m *Migrator) results(res []*goose.MigrationResult) []Result {
+	out := make([]Result, 0, len(res))
+	for _, r := range res {
+		if r == nil || r.Source == nil {
+			continue
+		}
+		out = append(out, Result{
+			Version:   r.Source.Version,
+			Name:      path.Base(r.Source.Path),
+			Direction: r.Direction,
+			Duration:  r.Duration,
+		})
+		m.cfg.Logger.Info("migration applied", "version", r.Source.Version, "direction", r.Direction, "duration", r.Duration)
+	}
+	return out
+}
+
+// SQL returns the schema as plain SQL for other migration tools: the up
+// migrations in order, or with down set, the down migrations newest first.
+func SQL(cfg *Config, down bool) (string, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return "", err
+	}
+	rendered, err := render(c)
+	if err != nil {
+		return "", err
+	}
+	names := make([]string, 0, len(rendered))
+	for n := range rendered {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if down {
+		sort.Sort(sort.Reverse(sort.StringSlice(names)))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "-- outbox schema %q, publication %q\n", c.Schema, c.Publication)
+	for _, n := range names {
+		up, dn := splitGoose(string(rendered[n].Data))
+		part := up
+		if down {
+			part = dn
+		}
+		fmt.Fprintf(&b, "\n-- %s (%s)\n%s\n", n, map[bool]string{false: "up", true: "down"}[down], strings.TrimSpace(part))
+	}
+	return b.String(), nil
+}
+
+// splitGoose separates a goose SQL file into its up and down parts, dropping the
+// goose annotations.
+func splitGoose(src string) (up, down string) {
+	var cur *strings.Builder
+	var u, d strings.Builder
+	for line := range strings.Lines(src) {
+		t := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(t, "-- +goose Up"):
+			cur = &u
+			continue
+		case strings.HasPrefix(t, "-- +goose Down"):
+			cur = &d
+			continue
+		case strings.HasPrefix(t, "-- +goose"):
+			continue
+		}
+		if cur != nil {
+			cur.WriteString(line)
+		}
+	}
+	return u.String(), d.String()
+}
+
+func render(c Config) (fstest.MapFS, error) {
+	data := struct{ Schema, Publication string }{
+		Schema:      pgident.Quote(c.Schema),
+		Publication: pgident.Quote(c.Publication),
+	}
+	out := fstest.MapFS{}
+	err := fs.WalkDir(files, "sql", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		src, err := files.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		t, err := template.New(p).Option("missingkey=error").Parse(string(src))
+		if err != nil {
+			return err
+		}
+		var b bytes.Buffer
+		if err := t.Execute(&b, data); err != nil {
+			return err
+		}
+		out[path.Base(p)] = &fstest.MapFile{Data: b.Bytes(), Mode: 0o444}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("migrations: render: %w", err)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("migrations: no embedded migrations")
+	}
+	return out, nil
+}

@@ -1,0 +1,133 @@
+package migrations_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/outboxrelay/outbox/internal/testutil"
+	"github.com/outboxrelay/outbox/migrations"
+)
+
+func TestUpDownStatusConcurrent(t *testing.T) {
+	t.Parallel()
+	dsn := testutil.DatabaseURL(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	schema := testutil.RandomName("mig_")
+	cfg := &migrations.Config{Schema: schema, Publication: schema + "_pub"}
+	t.Cleanup(func() {
+		pool.Exec(ctx, "DROP PUBLICATION IF EXISTS "+cfg.Publication)
+		pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+	})
+
+	// Two migrators at once: each version is applied exactly once, neither fails.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	applied := make([]int, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db := stdlib.OpenDBFromPool(pool)
+			defer db.Close()
+			m, err := migrations.New(db, cfg)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			res, err := m.Up(ctx)
+			errs[i] = err
+			applied[i] = len(res)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent up: %v", err)
+		}
+	}
+	if got := applied[0] + applied[1]; got != int(migrations.Latest()) {
+		t.Fatalf("versions applied by both migrators = %d, want %d", got, migrations.Latest())
+	}
+
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	m, err := migrations.New(db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if !s.Applied {
+			t.Errorf("version %d not applied after up", s.Version)
+		}
+	}
+	var pubInsert, pubUpdate bool
+	if err := pool.QueryRow(ctx, "SELECT pubinsert, pubupdate FROM pg_publication WHERE pubname = $1", cfg.Publication).Scan(&pubInsert, &pubUpdate); err != nil {
+		t.Fatalf("publication: %v", err)
+	}
+	if !pubInsert || pubUpdate {
+		t.Errorf("publication publishes insert=%v update=%v, want inserts only", pubInsert, pubUpdate)
+	}
+	// A plain hand-written INSERT gets every default.
+	if _, err := pool.Exec(ctx, `INSERT INTO `+schema+`.events (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', '1', 'order.created', '{"a":1}')`); err != nil {
+		t.Fatalf("plain insert: %v", err)
+	}
+	var version, ctype, id string
+	if err := pool.QueryRow(ctx, `SELECT schema_version, content_type, id::text FROM `+schema+`.events`).Scan(&version, &ctype, &id); err != nil {
+		t.Fatal(err)
+	}
+	if version != "1.0" || ctype != "application/json" || id[14] != '7' {
+		t.Errorf("defaults: version %q content type %q id %s (want 1.0, application/json, a v7 uuid)", version, ctype, id)
+	}
+
+	res, err := m.Down(ctx, 0)
+	if err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	if len(res) != int(migrations.Latest()) {
+		t.Errorf("down rolled back %d versions, want %d", len(res), migrations.Latest())
+	}
+	var n int
+	pool.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'events'", schema).Scan(&n)
+	if n != 0 {
+		t.Error("events table still there after down")
+	}
+}
+
+func TestSQL(t *testing.T) {
+	up, err := migrations.SQL(&migrations.Config{Schema: "billing"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`CREATE TABLE "billing".events`, `CREATE PUBLICATION "outbox_events"`, `publish = 'insert'`} {
+		if !strings.Contains(up, want) {
+			t.Errorf("up SQL lacks %q", want)
+		}
+	}
+	if strings.Contains(up, "+goose") || strings.Contains(up, "DROP TABLE") {
+		t.Error("up SQL contains goose annotations or down statements")
+	}
+	down, err := migrations.SQL(nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(down, `DROP TABLE IF EXISTS "outbox".events`) {
+		t.Errorf("down SQL:\n%s", down)
+	}
+	if _, err := migrations.SQL(&migrations.Config{Schema: `x"; drop`}, false); err == nil {
+		t.Error("bad schema name accepted")
+	}
+}

@@ -1,0 +1,54 @@
+package relay
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pglogrepl"
+)
+
+// Event is one row of the outbox events table as the relay read it from the
+// replication stream. Payload is passed through as the exact bytes the
+// application wrote; nothing in the relay decodes it except CEL filters that
+// ask for it.
+type Event struct {
+	ID            uuid.UUID
+	AggregateType string
+	AggregateID   string
+	EventType     string
+	SchemaVersion string
+	Payload       []byte
+	ContentType   string
+	// Headers holds traceparent, tracestate and the application's own headers.
+	Headers    map[string]string
+	TenantID   string // empty when the row's tenant_id is NULL
+	OccurredAt time.Time
+	CreatedAt  time.Time
+
+	// CommitTime is when the writing transaction committed (from pgoutput's
+	// Begin message); zero for rows read from a snapshot.
+	CommitTime time.Time
+	// CommitLSN is the LSN of the writing transaction's commit record; zero for
+	// rows read from a snapshot.
+	CommitLSN pglogrepl.LSN
+}
+
+// Key is the ordering key: events with the same key are delivered to a route in
+// commit order.
+func (e *Event) Key() string {
+	return e.AggregateType + ":" + e.AggregateID
+}
+
+// Message is one event addressed to one destination of one sink.
+type Message struct {
+	Event *Event
+	// Route is the name of the route that matched.
+	Route string
+	// Destination is the route's rendered destination: a subject, topic,
+	// exchange/routing key or stream, as the sink understands it.
+	Destination string
+	// Source is the CloudEvents source attribute (the relay's `source` setting).
+	Source string
+	// Attempt counts deliveries of this message to this route, from 1.
+	Attempt int
+}
