@@ -64,6 +64,14 @@ CREATE TABLE {{.Schema}}.dead_letters (
 
 CREATE INDEX dead_letters_last_failed_at_idx ON {{.Schema}}.dead_letters (last_failed_at);
 
+-- The relay's own bookkeeping: whether the rows visible in a new slot's snapshot
+-- have all been handled (a relay that dies mid-way starts the snapshot again).
+CREATE TABLE {{.Schema}}.relay_state (
+  slot             text        PRIMARY KEY,
+  snapshot_pending boolean     NOT NULL,
+  updated_at       timestamptz NOT NULL DEFAULT now()
+);
+
 -- Inserts only: the relay's own updates and deletes never come back to it.
 CREATE PUBLICATION {{.Publication}} FOR TABLE {{.Schema}}.events WITH (publish = 'insert');
 -- +goose StatementEnd
@@ -71,6 +79,7 @@ CREATE PUBLICATION {{.Publication}} FOR TABLE {{.Schema}}.events WITH (publish =
 -- +goose Down
 -- +goose StatementBegin
 DROP PUBLICATION IF EXISTS {{.Publication}};
+DROP TABLE IF EXISTS {{.Schema}}.relay_state;
 DROP TABLE IF EXISTS {{.Schema}}.dead_letters;
 DROP TABLE IF EXISTS {{.Schema}}.events;
 DROP FUNCTION IF EXISTS {{.Schema}}.uuid_generate_v7();

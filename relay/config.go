@@ -1,0 +1,626 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/outboxrelay/outbox/internal/pgident"
+)
+
+// Config is the relay's configuration, usually loaded from relay.yaml with
+// LoadConfig. See docs/configuration.md for every key.
+type Config struct {
+	Database DatabaseConfig `yaml:"database"`
+	Admin    AdminConfig    `yaml:"admin"`
+	Delivery DeliveryConfig `yaml:"delivery"`
+	// Source is the CloudEvents `source` attribute of every message. Defaults to
+	// "/outbox/<schema>".
+	Source       string              `yaml:"source"`
+	Log          LogConfig           `yaml:"log"`
+	Sinks        []SinkConfig        `yaml:"sinks"`
+	Routes       []RouteConfig       `yaml:"routes"`
+	DefaultRoute *DefaultRouteConfig `yaml:"default_route"`
+
+	// File is the path the config was loaded from, for error messages.
+	File string `yaml:"-"`
+}
+
+// DatabaseConfig says where the outbox is.
+type DatabaseConfig struct {
+	// URL is the PostgreSQL connection string. Required.
+	URL string `yaml:"url"`
+	// Schema holds the outbox tables. Defaults to "outbox".
+	Schema string `yaml:"schema"`
+	// Slot is the logical replication slot. Defaults to "outbox_relay".
+	Slot string `yaml:"slot"`
+	// Publication over the events table. Defaults to "outbox_events".
+	Publication string `yaml:"publication"`
+	// StandbyPoll is how often a standby relay tries to become active. Defaults to 1s.
+	StandbyPoll Duration `yaml:"standby_poll"`
+}
+
+// AdminConfig configures the admin HTTP server.
+type AdminConfig struct {
+	// Listen is the address of /metrics, /healthz and /readyz. Defaults to
+	// 127.0.0.1:9187; "off" disables the server.
+	Listen string `yaml:"listen"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Defaults to info.
+	Level string `yaml:"level"`
+	// Format is json or text. Defaults to json.
+	Format string `yaml:"format"`
+}
+
+// DeliveryConfig tunes the delivery pipeline.
+type DeliveryConfig struct {
+	// OnDelivered is what happens to a row once every route has handled it:
+	// "mark" sets delivered_at, "delete" deletes the row. Defaults to mark.
+	OnDelivered string `yaml:"on_delivered"`
+	// MaxPending bounds the events held in memory between the replication
+	// stream and the brokers; the relay stops reading when it is reached.
+	// Defaults to 20000.
+	MaxPending int `yaml:"max_pending"`
+	// BatchSize is the most messages handed to one sink in one Publish call.
+	// Defaults to 500.
+	BatchSize int `yaml:"batch_size"`
+	// BatchesInFlight is the most Publish calls in flight per sink. Defaults to 4.
+	BatchesInFlight int `yaml:"batches_in_flight"`
+	// MarkInterval is the longest a handled event waits before its row is
+	// marked (or deleted); marks are written in one statement per flush.
+	// Defaults to 50ms.
+	MarkInterval Duration `yaml:"mark_interval"`
+	// MarkBatch is the most rows marked in one statement. Defaults to 2000.
+	MarkBatch int `yaml:"mark_batch"`
+	// StatusInterval is how often the relay reports its position to
+	// PostgreSQL. Defaults to 1s.
+	StatusInterval Duration `yaml:"status_interval"`
+}
+
+// SinkConfig is one entry of `sinks`. Name and Type are common to every sink;
+// the rest of the entry belongs to the sink type and is decoded by it.
+type SinkConfig struct {
+	Name string `yaml:"name"`
+	Type string `yaml:"type"`
+	// Line is the entry's line in the config file.
+	Line int `yaml:"-"`
+	// Node is the whole entry, for the sink type to decode.
+	Node *yaml.Node `yaml:"-"`
+}
+
+// UnmarshalYAML keeps the node for the sink type and reads the common keys.
+func (s *SinkConfig) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return &ConfigError{Line: n.Line, Msg: "a sink must be a mapping with name and type"}
+	}
+	s.Line, s.Node = n.Line, n
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i].Value, n.Content[i+1]
+		switch k {
+		case "name":
+			s.Name = v.Value
+		case "type":
+			s.Type = v.Value
+		}
+	}
+	return nil
+}
+
+// Decode decodes the sink entry into v (a sink type's config struct with yaml
+// tags), rejecting keys that neither v nor the common keys know.
+func (s *SinkConfig) Decode(v any) error {
+	if s.Node == nil {
+		return nil
+	}
+	if err := CheckKeys(s.Node, v, "name", "type"); err != nil {
+		return err
+	}
+	if err := s.Node.Decode(v); err != nil {
+		return &ConfigError{Line: s.Line, Field: "sinks." + s.Name, Msg: cleanYAMLError(err)}
+	}
+	return nil
+}
+
+// RouteConfig is one entry of `routes`.
+type RouteConfig struct {
+	// Name identifies the route in metrics, logs and dead letters. Required, unique.
+	Name string `yaml:"name"`
+	// Match is the event type: exact ("order.created") or a glob ("order.*").
+	Match string `yaml:"match"`
+	// AggregateType, when set, must equal the event's aggregate type.
+	AggregateType string `yaml:"aggregate_type"`
+	// Filter is an optional CEL expression over the envelope and payload.
+	Filter string `yaml:"filter"`
+	// Sink is the name of a configured sink.
+	Sink string `yaml:"sink"`
+	// Destination is a template over the envelope, e.g. "orders.{{.EventType}}".
+	Destination string `yaml:"destination"`
+	// Continue lets the event also match the routes after this one (fan-out).
+	Continue bool        `yaml:"continue"`
+	Retry    RetryConfig `yaml:"retry"`
+
+	Line int `yaml:"-"`
+}
+
+// UnmarshalYAML records the route's line.
+func (r *RouteConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain RouteConfig
+	if err := CheckKeys(n, (*plain)(r)); err != nil {
+		return err
+	}
+	if err := n.Decode((*plain)(r)); err != nil {
+		return err
+	}
+	r.Line = n.Line
+	return nil
+}
+
+// RetryConfig is a route's retry policy.
+type RetryConfig struct {
+	// MaxAttempts is how many times a message is tried before it is
+	// dead-lettered. Defaults to 10; 0 in the file means the default.
+	MaxAttempts int `yaml:"max_attempts"`
+	// InitialInterval is the first backoff. Defaults to 200ms.
+	InitialInterval Duration `yaml:"initial_interval"`
+	// MaxInterval caps the backoff. Defaults to 30s.
+	MaxInterval Duration `yaml:"max_interval"`
+	// MaxElapsed, when set, dead-letters a message that has been failing for
+	// longer than this, whatever its attempts. Defaults to no limit.
+	MaxElapsed Duration `yaml:"max_elapsed"`
+}
+
+// DefaultRouteConfig handles events no route matched.
+type DefaultRouteConfig struct {
+	Sink        string      `yaml:"sink"`
+	Destination string      `yaml:"destination"`
+	Drop        bool        `yaml:"drop"`
+	Retry       RetryConfig `yaml:"retry"`
+
+	Line int `yaml:"-"`
+}
+
+// UnmarshalYAML records the default route's line.
+func (r *DefaultRouteConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain DefaultRouteConfig
+	if err := CheckKeys(n, (*plain)(r)); err != nil {
+		return err
+	}
+	if err := n.Decode((*plain)(r)); err != nil {
+		return err
+	}
+	r.Line = n.Line
+	return nil
+}
+
+// Duration is a time.Duration written as "200ms", "30s", "1h".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return &ConfigError{Line: n.Line, Msg: fmt.Sprintf("bad duration %q: write it like 200ms, 30s or 5m", n.Value)}
+	}
+	if v < 0 {
+		return &ConfigError{Line: n.Line, Msg: fmt.Sprintf("duration %q must not be negative", n.Value)}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// ConfigError is a problem with the configuration. Line is 0 when the problem is
+// not tied to one line.
+type ConfigError struct {
+	File  string
+	Line  int
+	Field string
+	Msg   string
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
+	} else if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// ErrConfig matches every *ConfigError.
+var ErrConfig = errors.New("invalid configuration")
+
+// Is reports ConfigError as ErrConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+
+// expandEnv replaces ${NAME} and ${NAME:-default}. An unset variable without a
+// default is an error naming the line, so a missing secret is caught at start-up.
+func expandEnv(src []byte, file string) ([]byte, error) {
+	var errs []error
+	lines := bytes.SplitAfter(src, []byte("\n"))
+	for i, line := range lines {
+		if bytes.HasPrefix(bytes.TrimSpace(line), []byte("#")) {
+			continue
+		}
+		lines[i] = envRef.ReplaceAllFunc(line, func(m []byte) []byte {
+			sub := envRef.FindSubmatch(m)
+			name := string(sub[1])
+			if v, ok := os.LookupEnv(name); ok && v != "" {
+				return []byte(v)
+			}
+			if len(sub[2]) > 0 {
+				return sub[3]
+			}
+			errs = append(errs, &ConfigError{File: file, Line: i + 1, Msg: fmt.Sprintf("environment variable %s is not set (set it, or write ${%s:-default})", name, name)})
+			return nil
+		})
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return bytes.Join(lines, nil), nil
+}
+
+// LoadConfig reads, expands and decodes a relay.yaml, fills defaults and
+// checks everything that can be checked without the sinks (see Validate).
+func LoadConfig(path string) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, &ConfigError{File: path, Msg: "config file not found (pass --config PATH; see docs/configuration.md for an example)"}
+		}
+		return nil, &ConfigError{File: path, Msg: err.Error()}
+	}
+	return ParseConfig(src, path)
+}
+
+// ParseConfig decodes a relay.yaml from memory. file names it in errors.
+func ParseConfig(src []byte, file string) (*Config, error) {
+	src, err := expandEnv(src, file)
+	if err != nil {
+		return nil, err
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(src, &root); err != nil {
+		return nil, yamlError(err, file)
+	}
+	if len(root.Content) == 0 {
+		return nil, &ConfigError{File: file, Msg: "the config file is empty"}
+	}
+	doc := root.Content[0]
+	if doc.Kind != yaml.MappingNode {
+		return nil, &ConfigError{File: file, Line: doc.Line, Msg: "the config must be a mapping with database, sinks and routes"}
+	}
+	cfg := &Config{File: file}
+	if err := CheckKeys(doc, cfg); err != nil {
+		return nil, withFile(err, file)
+	}
+	if err := doc.Decode(cfg); err != nil {
+		return nil, yamlError(err, file)
+	}
+	cfg.fill()
+	return cfg, nil
+}
+
+func withFile(err error, file string) error {
+	var ce *ConfigError
+	if errors.As(err, &ce) && ce.File == "" {
+		ce.File = file
+	}
+	return err
+}
+
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+func cleanYAMLError(err error) string {
+	return strings.TrimPrefix(err.Error(), "yaml: ")
+}
+
+// yamlError turns a yaml error into ConfigErrors that carry the line.
+func yamlError(err error, file string) error {
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return withFile(ce, file)
+	}
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		var errs []error
+		for _, e := range te.Errors {
+			errs = append(errs, lineError(e, file))
+		}
+		return errors.Join(errs...)
+	}
+	return lineError(cleanYAMLError(err), file)
+}
+
+func lineError(msg, file string) error {
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		var line int
+		fmt.Sscan(m[1], &line)
+		return &ConfigError{File: file, Line: line, Msg: m[2]}
+	}
+	return &ConfigError{File: file, Msg: msg}
+}
+
+// CheckKeys rejects mapping keys of n that v's yaml tags (or extra) do not name,
+// suggesting the nearest valid key.
+func CheckKeys(n *yaml.Node, v any, extra ...string) error {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	known := append(yamlKeys(reflect.TypeOf(v)), extra...)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if !slices.Contains(known, k.Value) {
+			msg := fmt.Sprintf("unknown key %q", k.Value)
+			if s := Suggest(k.Value, known); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			} else {
+				msg += fmt.Sprintf(" (valid keys: %s)", strings.Join(known, ", "))
+			}
+			return &ConfigError{Line: k.Line, Msg: msg}
+		}
+	}
+	return nil
+}
+
+func yamlKeys(t reflect.Type) []string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var keys []string
+	for f := range t.Fields() {
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if strings.Contains(opts, "inline") {
+			keys = append(keys, yamlKeys(f.Type)...)
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		keys = append(keys, name)
+	}
+	return keys
+}
+
+// Suggest returns the candidate closest to s by edit distance, or "" when none
+// is close enough to be a likely typo.
+func Suggest(s string, candidates []string) string {
+	best, bestD := "", 1<<30
+	for _, c := range candidates {
+		if d := editDistance(strings.ToLower(s), strings.ToLower(c)); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	if bestD <= max(2, len(s)/3) && bestD < len(s) {
+		return best
+	}
+	return ""
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			// transposition counts as one edit
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev[j-1])
+			}
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func (c *Config) fill() {
+	d := &c.Database
+	d.Schema = cmpOr(d.Schema, "outbox")
+	d.Slot = cmpOr(d.Slot, "outbox_relay")
+	d.Publication = cmpOr(d.Publication, "outbox_events")
+	if d.StandbyPoll == 0 {
+		d.StandbyPoll = Duration(time.Second)
+	}
+	c.Admin.Listen = cmpOr(c.Admin.Listen, "127.0.0.1:9187")
+	c.Log.Level = cmpOr(c.Log.Level, "info")
+	c.Log.Format = cmpOr(c.Log.Format, "json")
+	c.Source = cmpOr(c.Source, "/outbox/"+d.Schema)
+	dl := &c.Delivery
+	dl.OnDelivered = cmpOr(dl.OnDelivered, "mark")
+	dl.MaxPending = cmpOr(dl.MaxPending, 20000)
+	dl.BatchSize = cmpOr(dl.BatchSize, 500)
+	dl.BatchesInFlight = cmpOr(dl.BatchesInFlight, 4)
+	dl.MarkInterval = cmpOr(dl.MarkInterval, Duration(50*time.Millisecond))
+	dl.MarkBatch = cmpOr(dl.MarkBatch, 2000)
+	dl.StatusInterval = cmpOr(dl.StatusInterval, Duration(time.Second))
+	for i := range c.Routes {
+		c.Routes[i].Retry.fill()
+	}
+	if c.DefaultRoute != nil {
+		c.DefaultRoute.Retry.fill()
+	}
+}
+
+func (r *RetryConfig) fill() {
+	r.MaxAttempts = cmpOr(r.MaxAttempts, 10)
+	r.InitialInterval = cmpOr(r.InitialInterval, Duration(200*time.Millisecond))
+	r.MaxInterval = cmpOr(r.MaxInterval, Duration(30*time.Second))
+}
+
+func cmpOr[T comparable](vals ...T) T {
+	var zero T
+	for _, v := range vals {
+		if v != zero {
+			return v
+		}
+	}
+	return zero
+}
+
+// Validate checks the configuration as the relay does at start-up: required
+// keys, names, sink references (sinkTypes lists the sink types this build
+// knows), match globs, filters and destination templates. It returns every
+// problem found, each naming its line.
+func (c *Config) Validate(sinkTypes []string) error {
+	var errs []error
+	add := func(line int, field, format string, args ...any) {
+		errs = append(errs, &ConfigError{File: c.File, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.Database.URL == "" {
+		add(0, "database.url", "required: the PostgreSQL connection string (usually url: ${DATABASE_URL})")
+	}
+	for _, f := range []struct{ name, v string }{{"database.schema", c.Database.Schema}, {"database.slot", c.Database.Slot}, {"database.publication", c.Database.Publication}} {
+		if err := pgident.Validate(f.name, f.v); err != nil {
+			add(0, f.name, "%v", err)
+		}
+	}
+	switch c.Delivery.OnDelivered {
+	case "mark", "delete":
+	default:
+		add(0, "delivery.on_delivered", "must be mark or delete, not %q", c.Delivery.OnDelivered)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		add(0, "log.format", "must be json or text, not %q", c.Log.Format)
+	}
+	if _, err := ParseLevel(c.Log.Level); err != nil {
+		add(0, "log.level", "%v", err)
+	}
+	if c.Delivery.MaxPending < 1 || c.Delivery.BatchSize < 1 || c.Delivery.BatchesInFlight < 1 || c.Delivery.MarkBatch < 1 {
+		add(0, "delivery", "max_pending, batch_size, batches_in_flight and mark_batch must be positive")
+	}
+
+	sinkNames := map[string]bool{}
+	var names []string
+	for i, s := range c.Sinks {
+		field := fmt.Sprintf("sinks[%d]", i)
+		switch {
+		case s.Name == "":
+			add(s.Line, field, "a sink needs a name")
+		case sinkNames[s.Name]:
+			add(s.Line, field, "duplicate sink name %q", s.Name)
+		}
+		sinkNames[s.Name] = true
+		names = append(names, s.Name)
+		if !slices.Contains(sinkTypes, s.Type) {
+			msg := fmt.Sprintf("unknown sink type %q", s.Type)
+			if sg := Suggest(s.Type, sinkTypes); sg != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", sg)
+			}
+			add(s.Line, field+".type", "%s; valid types: %s", msg, strings.Join(sinkTypes, ", "))
+		}
+	}
+	checkSink := func(line int, field, name string) {
+		if name == "" {
+			add(line, field, "sink is required")
+			return
+		}
+		if !sinkNames[name] {
+			msg := fmt.Sprintf("unknown sink %q", name)
+			if sg := Suggest(name, names); sg != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", sg)
+			} else if len(names) > 0 {
+				msg += fmt.Sprintf(" (configured sinks: %s)", strings.Join(names, ", "))
+			} else {
+				msg += " (no sinks are configured)"
+			}
+			add(line, field, "%s", msg)
+		}
+	}
+	checkRetry := func(line int, field string, r RetryConfig) {
+		if r.MaxAttempts < 0 {
+			add(line, field+".retry.max_attempts", "must be positive")
+		}
+		if r.MaxInterval < r.InitialInterval {
+			add(line, field+".retry", "max_interval (%s) is shorter than initial_interval (%s)", r.MaxInterval.D(), r.InitialInterval.D())
+		}
+	}
+	routeNames := map[string]int{}
+	for i, r := range c.Routes {
+		field := fmt.Sprintf("routes[%d]", i)
+		if r.Name == "" {
+			add(r.Line, field, "a route needs a name")
+		} else if prev, dup := routeNames[r.Name]; dup {
+			add(r.Line, field, "duplicate route name %q (first used on line %d)", r.Name, prev)
+		} else {
+			routeNames[r.Name] = r.Line
+		}
+		if r.Match == "" {
+			add(r.Line, field+".match", "required: an event type or a glob such as \"order.*\"")
+		} else if err := validGlob(r.Match); err != nil {
+			add(r.Line, field+".match", "%v", err)
+		}
+		checkSink(r.Line, field+".sink", r.Sink)
+		if r.Destination == "" {
+			add(r.Line, field+".destination", "required: a destination template such as \"orders.{{.EventType}}\"")
+		} else if _, err := ParseDestination(r.Destination); err != nil {
+			add(r.Line, field+".destination", "%v", err)
+		}
+		if r.Filter != "" {
+			if _, err := CompileFilter(r.Filter); err != nil {
+				add(r.Line, field+".filter", "%v", err)
+			}
+		}
+		checkRetry(r.Line, field, r.Retry)
+	}
+	if d := c.DefaultRoute; d != nil {
+		if d.Drop {
+			if d.Sink != "" || d.Destination != "" {
+				add(d.Line, "default_route", "drop: true cannot be combined with sink or destination")
+			}
+		} else {
+			checkSink(d.Line, "default_route.sink", d.Sink)
+			if d.Destination == "" {
+				add(d.Line, "default_route.destination", "required unless drop: true")
+			} else if _, err := ParseDestination(d.Destination); err != nil {
+				add(d.Line, "default_route.destination", "%v", err)
+			}
+			checkRetry(d.Line, "default_route", d.Retry)
+		}
+	}
+	if len(c.Routes) == 0 && c.DefaultRoute == nil {
+		add(0, "routes", "no routes and no default_route: every event would be dropped; add a route or default_route: {drop: true}")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,286 @@
+package relay
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// item is one event on its way through the pipeline: it is finished when every
+// route has delivered or dead-lettered it and its row has been marked.
+type item struct {
+	ev        *Event
+	txn       *Txn
+	remaining int // routes not yet finished; owned by the dispatcher loop
+	ds        []*delivery
+}
+
+// delivery is one event on one route.
+type delivery struct {
+	msg   Message
+	route *Route
+	item  *item
+	first time.Time
+	errs  []string // the errors of each attempt, the last few
+	bo    backoff.BackOff
+	next  *delivery // next delivery of the same key on the same route
+	err   error     // the final error, for dead letters
+}
+
+type keyQueue struct {
+	head, tail *delivery
+}
+
+// sinkState is the dispatcher's view of one sink.
+type sinkState struct {
+	name     string
+	sink     Sink
+	ready    []*delivery
+	inflight int
+}
+
+type batchResult struct {
+	s    *sinkState
+	ds   []*delivery
+	errs []error
+	dur  time.Duration
+}
+
+// dispatcher delivers items to their routes' sinks. One goroutine (run) owns
+// all its state. Per route, a key has at most one delivery in flight or waiting
+// for a retry; its later events wait in the key's queue, so a failing key holds
+// back only itself. Ready deliveries are handed to each sink in batches, with a
+// bounded number of batches in flight per sink.
+type dispatcher struct {
+	cfg     DeliveryConfig
+	logger  *slog.Logger
+	metrics *Metrics
+	sinks   map[string]*sinkState
+	queues  map[*Route]map[string]*keyQueue
+
+	in      chan *item
+	results chan batchResult
+	retries chan *delivery
+	dead    chan *delivery // dead letters written
+	done    func(*item)    // called from the loop when an item is finished
+	dlq     *deadLetterWriter
+
+	wg      sync.WaitGroup // publish goroutines and retry timers
+	pending int            // items in the dispatcher
+
+	prefailed []*delivery
+}
+
+func newDispatcher(cfg DeliveryConfig, sinks map[string]Sink, logger *slog.Logger, m *Metrics, dlq *deadLetterWriter, done func(*item)) *dispatcher {
+	d := &dispatcher{
+		cfg: cfg, logger: logger, metrics: m, dlq: dlq, done: done,
+		sinks:   map[string]*sinkState{},
+		queues:  map[*Route]map[string]*keyQueue{},
+		in:      make(chan *item, 1024),
+		results: make(chan batchResult, 64),
+		retries: make(chan *delivery, 1024),
+		dead:    make(chan *delivery, 1024),
+	}
+	for name, s := range sinks {
+		d.sinks[name] = &sinkState{name: name, sink: s}
+	}
+	return d
+}
+
+// run processes items until ctx is done, then waits for publishes in flight
+// to return (their outcome is dropped: the events will be read again from the
+// slot).
+func (d *dispatcher) run(ctx context.Context) {
+	defer d.wg.Wait()
+	for {
+		select {
+		case it := <-d.in:
+			d.accept(it)
+		case r := <-d.results:
+			d.finishBatch(ctx, r)
+		case dl := <-d.retries:
+			d.makeReady(dl)
+		case dl := <-d.dead:
+			d.finish(dl)
+		case <-ctx.Done():
+			return
+		}
+		d.dispatch(ctx)
+	}
+}
+
+func (d *dispatcher) accept(it *item) {
+	d.pending++
+	it.remaining = len(it.ds)
+	for _, dl := range it.ds {
+		qs := d.queues[dl.route]
+		if qs == nil {
+			qs = map[string]*keyQueue{}
+			d.queues[dl.route] = qs
+		}
+		key := it.ev.Key()
+		q := qs[key]
+		if q == nil {
+			q = &keyQueue{head: dl, tail: dl}
+			qs[key] = q
+			d.makeReady(dl)
+			continue
+		}
+		q.tail.next = dl
+		q.tail = dl
+	}
+}
+
+func (d *dispatcher) makeReady(dl *delivery) {
+	if dl.err != nil && dl.bo == nil && dl.msg.Attempt == 1 && dl.first.IsZero() {
+		// Failed before any attempt (its destination did not render).
+		dl.first = time.Now()
+		d.prefailed = append(d.prefailed, dl)
+		return
+	}
+	s := d.sinks[dl.route.Sink]
+	s.ready = append(s.ready, dl)
+}
+
+// dispatch hands ready deliveries to sinks that have a free batch slot.
+func (d *dispatcher) dispatch(ctx context.Context) {
+	for len(d.prefailed) > 0 {
+		dl := d.prefailed[0]
+		d.prefailed = d.prefailed[1:]
+		d.fail(ctx, dl, dl.err, dl.first)
+	}
+	for _, s := range d.sinks {
+		for len(s.ready) > 0 && s.inflight < d.cfg.BatchesInFlight {
+			n := min(len(s.ready), d.cfg.BatchSize)
+			batch := make([]*delivery, n)
+			copy(batch, s.ready[:n])
+			rest := copy(s.ready, s.ready[n:])
+			clear(s.ready[rest:])
+			s.ready = s.ready[:rest]
+			s.inflight++
+			d.wg.Add(1)
+			go d.publish(ctx, s, batch)
+		}
+	}
+}
+
+func (d *dispatcher) publish(ctx context.Context, s *sinkState, batch []*delivery) {
+	defer d.wg.Done()
+	msgs := make([]*Message, len(batch))
+	now := time.Now()
+	for i, dl := range batch {
+		if dl.first.IsZero() {
+			dl.first = now
+		}
+		msgs[i] = &dl.msg
+	}
+	start := time.Now()
+	errs := s.sink.Publish(ctx, msgs)
+	if errs != nil && len(errs) != len(msgs) {
+		errs = AllFailed(len(msgs), errSinkContract)
+	}
+	select {
+	case d.results <- batchResult{s: s, ds: batch, errs: errs, dur: time.Since(start)}:
+	case <-ctx.Done():
+	}
+}
+
+var errSinkContract = Permanentf("sink returned a result slice of the wrong length")
+
+func (d *dispatcher) finishBatch(ctx context.Context, r batchResult) {
+	r.s.inflight--
+	now := time.Now()
+	for i, dl := range r.ds {
+		var err error
+		if r.errs != nil {
+			err = r.errs[i]
+		}
+		d.metrics.observeDelivery(dl, r.dur, now, err)
+		if err == nil {
+			d.finish(dl)
+			continue
+		}
+		d.fail(ctx, dl, err, now)
+	}
+}
+
+func (d *dispatcher) fail(ctx context.Context, dl *delivery, err error, now time.Time) {
+	msg := err.Error()
+	if len(dl.errs) >= 10 {
+		copy(dl.errs, dl.errs[1:])
+		dl.errs = dl.errs[:9]
+	}
+	dl.errs = append(dl.errs, now.UTC().Format(time.RFC3339Nano)+" "+msg)
+	rc := dl.route.Retry
+	exhausted := dl.msg.Attempt >= rc.MaxAttempts || (rc.MaxElapsed > 0 && now.Sub(dl.first) >= rc.MaxElapsed.D())
+	if Permanent(err) || exhausted {
+		dl.err = err
+		d.logger.Warn("event dead-lettered", "event_id", dl.msg.Event.ID.String(), "route", dl.route.Name,
+			"sink", dl.route.Sink, "destination", dl.msg.Destination, "attempts", dl.msg.Attempt,
+			"permanent", Permanent(err), "error", msg)
+		d.metrics.deadLettered(dl)
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if d.dlq.write(ctx, dl) == nil {
+				select {
+				case d.dead <- dl:
+				case <-ctx.Done():
+				}
+			}
+		}()
+		return
+	}
+	if dl.bo == nil {
+		b := backoff.NewExponentialBackOff()
+		b.InitialInterval = rc.InitialInterval.D()
+		b.MaxInterval = rc.MaxInterval.D()
+		b.MaxElapsedTime = 0
+		b.RandomizationFactor = 0.5
+		b.Reset()
+		dl.bo = b
+	}
+	wait := dl.bo.NextBackOff()
+	dl.msg.Attempt++
+	d.metrics.retried(dl)
+	d.logger.Debug("delivery failed, retrying", "event_id", dl.msg.Event.ID.String(), "route", dl.route.Name,
+		"attempt", dl.msg.Attempt, "in", wait, "error", msg)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			select {
+			case d.retries <- dl:
+			case <-ctx.Done():
+			}
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// finish completes a delivery (delivered or dead-lettered) and starts the next
+// one of its key.
+func (d *dispatcher) finish(dl *delivery) {
+	qs := d.queues[dl.route]
+	key := dl.item.ev.Key()
+	q := qs[key]
+	if next := dl.next; next != nil {
+		q.head = next
+		dl.next = nil
+		d.makeReady(next)
+	} else {
+		delete(qs, key)
+	}
+	it := dl.item
+	it.remaining--
+	if it.remaining == 0 {
+		d.pending--
+		d.done(it)
+	}
+}

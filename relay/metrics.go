@@ -1,0 +1,154 @@
+package relay
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the relay's Prometheus metrics. All names start with outbox_;
+// event ids are never labels. A nil *Metrics records nothing.
+type Metrics struct {
+	read           prometheus.Counter
+	delivered      *prometheus.CounterVec
+	retriedC       *prometheus.CounterVec
+	deadLetteredC  *prometheus.CounterVec
+	dropped        prometheus.Counter
+	duration       *prometheus.HistogramVec
+	commitToAck    *prometheus.HistogramVec
+	inflight       prometheus.Gauge
+	lagBytes       prometheus.Gauge
+	confirmedLSN   prometheus.Gauge
+	active         prometheus.Gauge
+	slotsRecreated prometheus.Counter
+	backlog        prometheus.Gauge
+	backlogAge     prometheus.Gauge
+}
+
+// NewMetrics creates the relay's metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		read: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_events_read_total",
+			Help: "Events read from the replication slot or a slot's snapshot."}),
+		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_events_delivered_total",
+			Help: "Events acknowledged by a sink, by route and sink."}, []string{"route", "sink"}),
+		retriedC: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_events_retried_total",
+			Help: "Failed delivery attempts that will be retried, by route and sink."}, []string{"route", "sink"}),
+		deadLetteredC: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_events_dead_lettered_total",
+			Help: "Events written to the dead-letter table, by route, sink and reason (permanent or exhausted)."}, []string{"route", "sink", "reason"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_events_unrouted_total",
+			Help: "Events no route matched, dropped by default_route: {drop: true}."}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "outbox_delivery_duration_seconds",
+			Help:    "Time a sink took to publish a batch and get the broker's acknowledgement, per message, by sink and result.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"sink", "result"}),
+		commitToAck: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "outbox_commit_to_ack_seconds",
+			Help:    "Time from the writing transaction's commit to the broker's acknowledgement, by route and sink.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"route", "sink"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_events_in_flight",
+			Help: "Events read but not yet finished (delivered or dead-lettered on every route and marked)."}),
+		lagBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_replication_lag_bytes",
+			Help: "Bytes of WAL between the server's current position and the slot's confirmed position."}),
+		confirmedLSN: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_slot_confirmed_lsn",
+			Help: "The position last confirmed to PostgreSQL, as a number."}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_relay_active",
+			Help: "1 when this relay holds the slot and delivers, 0 when it is a standby."}),
+		slotsRecreated: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_slot_created_total",
+			Help: "Replication slots created (first start, or after the slot was dropped or lost)."}),
+		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_backlog_events",
+			Help: "Rows of the events table not yet delivered (sampled)."}),
+		backlogAge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_backlog_oldest_age_seconds",
+			Help: "Age of the oldest undelivered row (sampled)."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.read, m.delivered, m.retriedC, m.deadLetteredC, m.dropped, m.duration, m.commitToAck,
+			m.inflight, m.lagBytes, m.confirmedLSN, m.active, m.slotsRecreated, m.backlog, m.backlogAge)
+	}
+	return m
+}
+
+func (m *Metrics) observeDelivery(dl *delivery, dur time.Duration, now time.Time, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.duration.WithLabelValues(dl.route.Sink, result).Observe(dur.Seconds())
+	if err == nil {
+		m.delivered.WithLabelValues(dl.route.Name, dl.route.Sink).Inc()
+		if ct := dl.msg.Event.CommitTime; !ct.IsZero() {
+			m.commitToAck.WithLabelValues(dl.route.Name, dl.route.Sink).Observe(now.Sub(ct).Seconds())
+		}
+	}
+}
+
+func (m *Metrics) retried(dl *delivery) {
+	if m != nil {
+		m.retriedC.WithLabelValues(dl.route.Name, dl.route.Sink).Inc()
+	}
+}
+
+func (m *Metrics) deadLettered(dl *delivery) {
+	if m == nil {
+		return
+	}
+	reason := "exhausted"
+	if Permanent(dl.err) {
+		reason = "permanent"
+	}
+	m.deadLetteredC.WithLabelValues(dl.route.Name, dl.route.Sink, reason).Inc()
+}
+
+func (m *Metrics) eventRead() {
+	if m != nil {
+		m.read.Inc()
+	}
+}
+
+func (m *Metrics) eventDropped() {
+	if m != nil {
+		m.dropped.Inc()
+	}
+}
+
+func (m *Metrics) setInflight(n int) {
+	if m != nil {
+		m.inflight.Set(float64(n))
+	}
+}
+
+func (m *Metrics) setActive(active bool) {
+	if m != nil {
+		v := 0.0
+		if active {
+			v = 1
+		}
+		m.active.Set(v)
+	}
+}
+
+func (m *Metrics) setPosition(confirmed, server uint64) {
+	if m == nil {
+		return
+	}
+	m.confirmedLSN.Set(float64(confirmed))
+	if server > confirmed {
+		m.lagBytes.Set(float64(server - confirmed))
+	} else {
+		m.lagBytes.Set(0)
+	}
+}
+
+func (m *Metrics) slotCreated() {
+	if m != nil {
+		m.slotsRecreated.Inc()
+	}
+}
+
+func (m *Metrics) setBacklog(n int64, age time.Duration) {
+	if m != nil {
+		m.backlog.Set(float64(n))
+		m.backlogAge.Set(age.Seconds())
+	}
+}

@@ -1,0 +1,131 @@
+package relay
+
+import (
+	"sync"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// Position decides how far the replication slot may be confirmed. It is the one
+// place that does: the slot's confirmed position only moves past a transaction
+// once every event of that transaction, and of every transaction before it, has
+// been delivered or dead-lettered on every route and its row marked. A
+// confirmed position is never re-sent by PostgreSQL, so confirming anything
+// earlier would lose events after a crash.
+//
+// Transactions enter in commit order (Begin), gain events (Add), learn their
+// end LSN (Commit), and finish events (Done) in any order. When no transaction
+// is open or pending, the server's own WAL position may be confirmed, so an idle
+// outbox does not pin WAL while other tables are busy.
+type Position struct {
+	mu        sync.Mutex
+	queue     []*Txn // open or pending transactions, in commit order
+	confirmed pglogrepl.LSN
+	done      int // completed transactions popped, for tests and metrics
+}
+
+// Txn is one transaction's share of the position.
+type Txn struct {
+	pos       *Position
+	end       pglogrepl.LSN
+	pending   int
+	committed bool
+	onDone    func()
+}
+
+// NewPosition starts at the slot's confirmed position.
+func NewPosition(start pglogrepl.LSN) *Position {
+	return &Position{confirmed: start}
+}
+
+// Begin registers a transaction as the newest one.
+func (p *Position) Begin() *Txn {
+	t := &Txn{pos: p}
+	p.mu.Lock()
+	p.queue = append(p.queue, t)
+	p.mu.Unlock()
+	return t
+}
+
+// Add counts one more event of t that must finish before t may be confirmed.
+func (t *Txn) Add(n int) {
+	t.pos.mu.Lock()
+	t.pending += n
+	t.pos.mu.Unlock()
+}
+
+// OnDone sets a function called once t is complete and confirmable.
+func (t *Txn) OnDone(f func()) { t.onDone = f }
+
+// Commit records t's end LSN: once its events are done, the slot may be
+// confirmed up to end.
+func (t *Txn) Commit(end pglogrepl.LSN) {
+	t.pos.mu.Lock()
+	t.end, t.committed = end, true
+	f := t.pos.advance()
+	t.pos.mu.Unlock()
+	runAll(f)
+}
+
+// Done finishes one event of t.
+func (t *Txn) Done() {
+	t.pos.mu.Lock()
+	t.pending--
+	if t.pending < 0 {
+		t.pos.mu.Unlock()
+		panic("relay: Position: more events done than added")
+	}
+	f := t.pos.advance()
+	t.pos.mu.Unlock()
+	runAll(f)
+}
+
+func runAll(fs []func()) {
+	for _, f := range fs {
+		f()
+	}
+}
+
+// advance pops completed transactions from the front. Callers hold mu.
+func (p *Position) advance() []func() {
+	var done []func()
+	n := 0
+	for _, t := range p.queue {
+		if !t.committed || t.pending > 0 {
+			break
+		}
+		if t.end > p.confirmed {
+			p.confirmed = t.end
+		}
+		if t.onDone != nil {
+			done = append(done, t.onDone)
+		}
+		n++
+	}
+	if n > 0 {
+		clear(p.queue[:n])
+		p.queue = p.queue[n:]
+		p.done += n
+	}
+	return done
+}
+
+// Confirmable returns the position that may be reported as flushed. serverPos
+// is the latest WAL position the server said it has sent (keepalive); it is
+// used only when no transaction is open or pending, because then everything up
+// to it has been received and fully handled.
+func (p *Position) Confirmable(serverPos pglogrepl.LSN) pglogrepl.LSN {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) == 0 && serverPos > p.confirmed {
+		p.confirmed = serverPos
+	}
+	return p.confirmed
+}
+
+// Pending is the number of open or pending transactions.
+func (p *Position) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue)
+}

@@ -1,0 +1,663 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxrelay/outbox/internal/pgident"
+)
+
+// session is one stretch of being connected: leadership, slot, stream and
+// pipeline. Any error ends the session; the relay then starts a new one from
+// the slot's confirmed position, so nothing in memory needs to survive.
+type session struct {
+	r      *Relay
+	cfg    *Config
+	logger *slog.Logger
+
+	pool     *pgxpool.Pool
+	lockConn *pgx.Conn
+	repl     *pgconn.PgConn
+
+	pos      *Position
+	disp     *dispatcher
+	mark     *marker
+	tokens   chan struct{}
+	rels     map[uint32]*relationMap
+	table    string // quoted schema.events
+	routes   []*Route
+	serverAt pglogrepl.LSN
+}
+
+func (s *session) run(ctx context.Context) (err error) {
+	db := s.cfg.Database
+	s.table = pgident.Quote(db.Schema) + ".events"
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
+	defer s.pool.Close()
+
+	if err := s.lead(ctx); err != nil {
+		return err
+	}
+	if s.lockConn == nil { // ctx done while standby
+		return nil
+	}
+	defer s.lockConn.Close(context.Background())
+
+	// Leadership is lost with the lock's connection: end the session then.
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go s.watchLock(sctx, cancel)
+
+	start, snapshot, err := s.prepareSlot(sctx)
+	if s.repl != nil {
+		defer s.repl.Close(context.Background())
+	}
+	if err != nil {
+		return err
+	}
+
+	// The pipeline runs on its own context: on shutdown it keeps delivering
+	// while the stream drains.
+	pctx, pcancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		pcancel()
+		wg.Wait()
+	}()
+	s.pos = NewPosition(start)
+	s.tokens = make(chan struct{}, s.cfg.Delivery.MaxPending)
+	release := func(n int) {
+		for range n {
+			<-s.tokens
+		}
+		s.r.metrics.setInflight(len(s.tokens))
+	}
+	s.mark = newMarker(s.pool, db.Schema, s.cfg.Delivery.OnDelivered, s.cfg.Delivery, s.logger, release)
+	dlq := newDeadLetterWriter(s.pool, db.Schema, s.logger)
+	s.disp = newDispatcher(s.cfg.Delivery, s.r.sinks, s.logger, s.r.metrics, dlq, func(it *item) {
+		select {
+		case s.mark.in <- it:
+		case <-pctx.Done():
+		}
+	})
+	wg.Add(2)
+	go func() { defer wg.Done(); s.disp.run(pctx) }()
+	go func() { defer wg.Done(); s.mark.run(pctx) }()
+
+	if snapshot != nil {
+		err := s.backfill(sctx, snapshot)
+		snapshot.Rollback(context.Background())
+		if err != nil {
+			return err
+		}
+	}
+	if err := s.stream(sctx, start); err != nil {
+		return err
+	}
+	return nil
+}
+
+// connect opens the pool and checks the database is ready for the relay.
+func (s *session) connect(ctx context.Context) error {
+	db := s.cfg.Database
+	pcfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		return fatal(fmt.Errorf("database.url: %w", redactErr(err, db.URL)))
+	}
+	pcfg.MaxConns = 4
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "outbox-relay"
+	s.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var level string
+	if err := s.pool.QueryRow(cctx, "SHOW wal_level").Scan(&level); err != nil {
+		s.pool.Close()
+		s.r.dbOK.Store(false)
+		if isFatalPgError(err) {
+			return fatal(fmt.Errorf("connect to PostgreSQL: %w", err))
+		}
+		return fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	s.r.dbOK.Store(true)
+	if level != "logical" {
+		s.pool.Close()
+		return fatal(fmt.Errorf("%w: PostgreSQL runs with wal_level=%s; the relay reads the outbox through logical replication: "+
+			"run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL (on managed services, enable logical replication in the instance's parameters)", ErrWALLevel, level))
+	}
+	var events, state bool
+	err = s.pool.QueryRow(cctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL`,
+		s.table, pgident.Quote(db.Schema)+".relay_state").Scan(&events, &state)
+	if err != nil {
+		s.pool.Close()
+		return fmt.Errorf("check schema: %w", err)
+	}
+	if !events || !state {
+		s.pool.Close()
+		return fatal(fmt.Errorf("%w: %s has no events table (or an old version of it): run `outbox migrate up --schema %s` (or apply `outbox migrate sql`) before starting the relay",
+			ErrNotMigrated, db.Schema, db.Schema))
+	}
+	var pub bool
+	if err := s.pool.QueryRow(cctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, db.Publication).Scan(&pub); err != nil {
+		s.pool.Close()
+		return fmt.Errorf("check publication: %w", err)
+	}
+	if !pub {
+		q := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert')", pgident.Quote(db.Publication), s.table)
+		if _, err := s.pool.Exec(cctx, q); err != nil {
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != "42710" { // duplicate_object: another relay made it
+				s.pool.Close()
+				return fatal(fmt.Errorf("create publication %s: %w", db.Publication, err))
+			}
+		}
+		s.logger.Info("publication created", "publication", db.Publication)
+	}
+	return nil
+}
+
+// lead waits until this relay holds the outbox's advisory lock.
+func (s *session) lead(ctx context.Context) error {
+	db := s.cfg.Database
+	id := lockID(db.Schema, db.Slot)
+	logged := false
+	for {
+		conn, err := pgx.Connect(ctx, db.URL)
+		if err != nil {
+			return fmt.Errorf("connect for the leader lock: %w", err)
+		}
+		var got bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", id).Scan(&got); err != nil {
+			conn.Close(context.Background())
+			return fmt.Errorf("leader lock: %w", err)
+		}
+		if got {
+			s.lockConn = conn
+			s.r.active.Store(true)
+			s.r.metrics.setActive(true)
+			s.logger.Info("relay is active", "slot", db.Slot, "schema", db.Schema)
+			return nil
+		}
+		conn.Close(context.Background())
+		if !logged {
+			s.logger.Info("relay is standby: another relay holds the outbox", "slot", db.Slot, "schema", db.Schema)
+			logged = true
+		}
+		s.r.metrics.setActive(false)
+		select {
+		case <-time.After(db.StandbyPoll.D()):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (s *session) watchLock(ctx context.Context, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(s.cfg.Database.StandbyPoll.D())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, c := context.WithTimeout(ctx, 5*time.Second)
+			err := s.lockConn.Ping(pctx)
+			c()
+			if err != nil && ctx.Err() == nil {
+				s.logger.Error("lost the leader lock's connection; stepping down", "error", err)
+				cancel(fmt.Errorf("leader lock lost: %w", err))
+				return
+			}
+		}
+	}
+}
+
+// prepareSlot connects for replication and makes sure the slot exists. When
+// it creates the slot, it returns the transaction holding the slot's exported
+// snapshot, whose undelivered rows must be delivered before the stream.
+func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapshot pgx.Tx, err error) {
+	db := s.cfg.Database
+	rcfg, err := pgconn.ParseConfig(db.URL)
+	if err != nil {
+		return 0, nil, fatal(fmt.Errorf("database.url: %w", redactErr(err, db.URL)))
+	}
+	rcfg.RuntimeParams["replication"] = "database"
+	rcfg.RuntimeParams["application_name"] = "outbox-relay"
+	s.repl, err = pgconn.ConnectConfig(ctx, rcfg)
+	if err != nil {
+		if isFatalPgError(err) {
+			return 0, nil, fatal(fmt.Errorf("replication connection: %w (the relay's role needs the REPLICATION attribute)", err))
+		}
+		return 0, nil, fmt.Errorf("replication connection: %w", err)
+	}
+
+	var (
+		exists                bool
+		plugin, walStatus     string
+		confirmed             pglogrepl.LSN
+		activePID             *int32
+		snapshotPending       bool
+	)
+	err = s.pool.QueryRow(ctx, `SELECT plugin, coalesce(wal_status, ''), coalesce(confirmed_flush_lsn, '0/0'::pg_lsn)::text, active_pid
+		FROM pg_replication_slots WHERE slot_name = $1 AND slot_type = 'logical'`, db.Slot).Scan(&plugin, &walStatus, &confirmed, &activePID)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return 0, nil, fmt.Errorf("read slot: %w", err)
+	default:
+		exists = true
+	}
+	_ = s.pool.QueryRow(ctx, `SELECT snapshot_pending FROM `+pgident.Quote(db.Schema)+`.relay_state WHERE slot = $1`, db.Slot).Scan(&snapshotPending)
+
+	if exists && plugin != "pgoutput" {
+		return 0, nil, fatal(fmt.Errorf("%w: slot %s uses %q; the relay needs pgoutput: pick another database.slot or drop that slot", ErrSlotPlugin, db.Slot, plugin))
+	}
+	if exists && (walStatus == "lost" || snapshotPending) {
+		reason := "its WAL was removed (wal_status = lost, see max_slot_wal_keep_size)"
+		if snapshotPending {
+			reason = "a relay stopped before it finished delivering the slot's snapshot"
+		}
+		s.logger.Error("replication slot is unusable; dropping and recreating it, then delivering every undelivered row", "slot", db.Slot, "reason", reason)
+		if activePID != nil {
+			s.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", *activePID)
+		}
+		if _, err := s.pool.Exec(ctx, "SELECT pg_drop_replication_slot($1)", db.Slot); err != nil {
+			return 0, nil, fmt.Errorf("drop unusable slot %s: %w", db.Slot, err)
+		}
+		exists = false
+	}
+	if exists {
+		if activePID != nil {
+			// We hold the leader lock, so the walsender still using the slot is a
+			// leftover of our own earlier connection (a killed relay).
+			s.logger.Warn("replication slot is held by a stale connection; terminating it", "slot", db.Slot, "pid", *activePID)
+			s.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", *activePID)
+			if err := s.waitSlotFree(ctx); err != nil {
+				return 0, nil, err
+			}
+		}
+		s.logger.Info("resuming from replication slot", "slot", db.Slot, "confirmed", confirmed.String())
+		return confirmed, nil, nil
+	}
+
+	// Create the slot with an exported snapshot: rows visible in the snapshot
+	// are read from the table, everything after from the stream.
+	_, err = s.pool.Exec(ctx, `INSERT INTO `+pgident.Quote(db.Schema)+`.relay_state (slot, snapshot_pending) VALUES ($1, true)
+		ON CONFLICT (slot) DO UPDATE SET snapshot_pending = true, updated_at = now()`, db.Slot)
+	if err != nil {
+		return 0, nil, fmt.Errorf("record slot state: %w", err)
+	}
+	res, err := pglogrepl.CreateReplicationSlot(ctx, s.repl, db.Slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	if err != nil {
+		return 0, nil, fmt.Errorf("create replication slot %s: %w", db.Slot, err)
+	}
+	start, err = pglogrepl.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		return 0, nil, fmt.Errorf("create replication slot: %w", err)
+	}
+	s.r.metrics.slotCreated()
+	s.logger.Info("replication slot created", "slot", db.Slot, "consistent_point", res.ConsistentPoint)
+	// Import the snapshot before the replication connection runs any other
+	// command: that would end the snapshot.
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return 0, nil, fmt.Errorf("snapshot: %w", err)
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'", res.SnapshotName)); err != nil {
+		tx.Rollback(ctx)
+		return 0, nil, fmt.Errorf("import the slot's snapshot: %w", err)
+	}
+	return start, tx, nil
+}
+
+func (s *session) waitSlotFree(ctx context.Context) error {
+	for range 100 {
+		var active bool
+		if err := s.pool.QueryRow(ctx, "SELECT active FROM pg_replication_slots WHERE slot_name = $1", s.cfg.Database.Slot).Scan(&active); err != nil {
+			return fmt.Errorf("read slot: %w", err)
+		}
+		if !active {
+			return nil
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("slot %s is still in use by another connection", s.cfg.Database.Slot)
+}
+
+// backfill feeds every undelivered row visible in the slot's snapshot into
+// the pipeline, in (created_at, id) order, a page at a time.
+func (s *session) backfill(ctx context.Context, tx pgx.Tx) error {
+	db := s.cfg.Database
+	txn := s.pos.Begin()
+	txn.OnDone(func() {
+		_, err := s.pool.Exec(context.Background(), `UPDATE `+pgident.Quote(db.Schema)+`.relay_state SET snapshot_pending = false, updated_at = now() WHERE slot = $1`, db.Slot)
+		if err != nil {
+			s.logger.Error("recording the snapshot as delivered failed; the next start delivers it again", "error", err)
+			return
+		}
+		s.logger.Info("snapshot delivered", "slot", db.Slot)
+	})
+	q := `DECLARE backfill NO SCROLL CURSOR FOR SELECT id, aggregate_type, aggregate_id, event_type, schema_version, payload,
+		content_type, headers::text, coalesce(tenant_id, ''), occurred_at, created_at
+		FROM ` + s.table + ` WHERE delivered_at IS NULL ORDER BY created_at, id`
+	if _, err := tx.Exec(ctx, q); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	total := 0
+	for {
+		rows, err := tx.Query(ctx, "FETCH 1000 FROM backfill")
+		if err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		var page []*Event
+		for rows.Next() {
+			ev := &Event{}
+			var headers string
+			if err := rows.Scan(&ev.ID, &ev.AggregateType, &ev.AggregateID, &ev.EventType, &ev.SchemaVersion, &ev.Payload,
+				&ev.ContentType, &headers, &ev.TenantID, &ev.OccurredAt, &ev.CreatedAt); err != nil {
+				rows.Close()
+				return fmt.Errorf("snapshot: %w", err)
+			}
+			ev.Headers = decodeHeaders([]byte(headers))
+			page = append(page, ev)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		for _, ev := range page {
+			if err := s.submit(ctx, txn, ev, nil); err != nil {
+				return err
+			}
+		}
+		total += len(page)
+		if len(page) < 1000 {
+			break
+		}
+	}
+	s.logger.Info("snapshot read", "slot", db.Slot, "undelivered_rows", total)
+	txn.Commit(0)
+	return nil
+}
+
+// submit routes ev and hands it to the dispatcher, waiting for room when
+// max_pending events are already in the pipeline. While it waits it keeps
+// reporting the position (keepalive) so PostgreSQL does not time the stream out.
+func (s *session) submit(ctx context.Context, txn *Txn, ev *Event, keepalive func() error) error {
+	s.r.metrics.eventRead()
+	s.routes = s.r.router.Match(s.routes[:0], ev)
+	if len(s.routes) == 0 {
+		s.r.metrics.eventDropped()
+		s.logger.Info("event matched no route and was dropped (default_route: {drop: true})",
+			"event_id", ev.ID.String(), "event_type", ev.EventType, "aggregate_type", ev.AggregateType)
+		return nil
+	}
+	it := &item{ev: ev, txn: txn, ds: make([]*delivery, 0, len(s.routes))}
+	for _, rt := range s.routes {
+		dl := &delivery{route: rt, item: it, msg: Message{Event: ev, Route: rt.Name, Source: s.cfg.Source, Attempt: 1}}
+		dest, err := rt.Destination.Render(ev)
+		if err != nil {
+			// Dead-letter right away: the dispatcher sees a permanent failure.
+			dl.msg.Destination = rt.Destination.String()
+			dl.err = err
+		} else {
+			dl.msg.Destination = dest
+		}
+		it.ds = append(it.ds, dl)
+	}
+	txn.Add(1)
+	var tick <-chan time.Time
+	if keepalive != nil {
+		t := time.NewTicker(s.cfg.Delivery.StatusInterval.D())
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case s.tokens <- struct{}{}:
+			s.r.metrics.setInflight(len(s.tokens))
+			for {
+				select {
+				case s.disp.in <- it:
+					return nil
+				case <-tick:
+					if err := keepalive(); err != nil {
+						return err
+					}
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		case <-tick:
+			if err := keepalive(); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// stream reads the slot from start and feeds inserts into the pipeline until
+// ctx is done; then it drains the pipeline and confirms its final position.
+func (s *session) stream(ctx context.Context, start pglogrepl.LSN) error {
+	db := s.cfg.Database
+	args := []string{
+		"proto_version '1'",
+		fmt.Sprintf("publication_names '%s'", db.Publication),
+		"binary 'true'",
+	}
+	err := pglogrepl.StartReplication(ctx, s.repl, db.Slot, start, pglogrepl.StartReplicationOptions{PluginArgs: args})
+	if err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "55006" { // object_in_use: slot active for another PID
+			return fmt.Errorf("start replication: %w", err)
+		}
+		if errors.As(err, &pe) && pe.Code == "42704" { // publication missing
+			return fatal(fmt.Errorf("start replication: %w (run `outbox migrate up`)", err))
+		}
+		return fmt.Errorf("start replication: %w", err)
+	}
+	s.r.streaming.Store(true)
+	s.logger.Info("streaming started", "slot", db.Slot, "publication", db.Publication, "from", start.String())
+	s.rels = map[uint32]*relationMap{}
+	s.serverAt = start
+
+	interval := s.cfg.Delivery.StatusInterval.D()
+	next := time.Now().Add(interval)
+	keepalive := func() error {
+		next = time.Now().Add(interval)
+		return s.sendStatus(ctx)
+	}
+	var txn *Txn
+	var commitTime time.Time
+	var commitLSN pglogrepl.LSN
+	for {
+		if ctx.Err() != nil {
+			return s.drain(context.Cause(ctx))
+		}
+		if !time.Now().Before(next) {
+			if err := keepalive(); err != nil {
+				return err
+			}
+		}
+		rctx, cancel := context.WithDeadline(ctx, next)
+		raw, err := s.repl.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if pgconn.Timeout(err) || ctx.Err() != nil {
+				continue
+			}
+			return fmt.Errorf("replication stream: %w", err)
+		}
+		var cd *pgproto3.CopyData
+		switch m := raw.(type) {
+		case *pgproto3.CopyData:
+			cd = m
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyDone:
+			return errors.New("replication stream: the server ended the stream")
+		default:
+			continue
+		}
+		if len(cd.Data) == 0 {
+			continue
+		}
+		switch cd.Data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(cd.Data[1:])
+			if err != nil {
+				return fmt.Errorf("replication stream: %w", err)
+			}
+			if pkm.ServerWALEnd > s.serverAt {
+				s.serverAt = pkm.ServerWALEnd
+			}
+			if pkm.ReplyRequested {
+				next = time.Time{}
+			}
+		case pglogrepl.XLogDataByteID:
+			xld, err := pglogrepl.ParseXLogData(cd.Data[1:])
+			if err != nil {
+				return fmt.Errorf("replication stream: %w", err)
+			}
+			data := xld.WALData
+			if len(data) == 0 {
+				continue
+			}
+			switch data[0] {
+			case 'B':
+				var b pglogrepl.BeginMessage
+				if err := b.Decode(data[1:]); err != nil {
+					return fmt.Errorf("replication stream: begin: %w", err)
+				}
+				txn, commitTime, commitLSN = s.pos.Begin(), b.CommitTime, b.FinalLSN
+			case 'C':
+				var c pglogrepl.CommitMessage
+				if err := c.Decode(data[1:]); err != nil {
+					return fmt.Errorf("replication stream: commit: %w", err)
+				}
+				if txn == nil {
+					return errors.New("replication stream: commit without begin")
+				}
+				txn.Commit(c.TransactionEndLSN)
+				txn = nil
+				if c.TransactionEndLSN > s.serverAt {
+					s.serverAt = c.TransactionEndLSN
+				}
+			case 'R':
+				var rel pglogrepl.RelationMessage
+				if err := rel.Decode(data[1:]); err != nil {
+					return fmt.Errorf("replication stream: relation: %w", err)
+				}
+				if rel.Namespace != db.Schema || rel.RelationName != "events" {
+					s.logger.Warn("publication includes a table that is not the outbox; ignoring its rows", "table", rel.Namespace+"."+rel.RelationName)
+					continue
+				}
+				m, err := newRelationMap(&rel)
+				if err != nil {
+					return fatal(err)
+				}
+				s.rels[rel.RelationID] = m
+			case 'I':
+				if txn == nil {
+					return errors.New("replication stream: insert outside a transaction")
+				}
+				if len(data) >= 5 {
+					if _, ok := s.rels[uint32(data[1])<<24|uint32(data[2])<<16|uint32(data[3])<<8|uint32(data[4])]; !ok {
+						continue // a table that is not ours
+					}
+				}
+				buf := bytes.Clone(data) // the connection reuses its read buffer
+				ev := &Event{CommitTime: commitTime, CommitLSN: commitLSN}
+				if err := decodeInsert(buf, s.rels, ev); err != nil {
+					return fmt.Errorf("replication stream at %s: %w", xld.WALStart, err)
+				}
+				if err := s.submit(ctx, txn, ev, keepalive); err != nil {
+					if ctx.Err() != nil {
+						continue
+					}
+					return err
+				}
+			}
+		}
+	}
+}
+
+// sendStatus reports the confirmable position as written, flushed and applied.
+func (s *session) sendStatus(ctx context.Context) error {
+	pos := s.pos.Confirmable(s.serverAt)
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos, ClientTime: time.Now()})
+	if err != nil {
+		return fmt.Errorf("replication status update: %w", err)
+	}
+	s.r.metrics.setPosition(uint64(pos), uint64(s.serverAt))
+	return nil
+}
+
+// drain waits for the events in flight to finish (up to the drain timeout),
+// then confirms the final position.
+func (s *session) drain(cause error) error {
+	s.logger.Info("stopping: finishing deliveries in flight", "in_flight", len(s.tokens), "reason", cause)
+	deadline := time.Now().Add(s.r.drain)
+	for len(s.tokens) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(s.tokens); n > 0 {
+		s.logger.Warn("stopping with deliveries unfinished; they are delivered again on the next start", "in_flight", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.sendStatus(ctx)
+	pos := s.pos.Confirmable(s.serverAt)
+	s.logger.Info("stopped", "confirmed", pos.String())
+	if err != nil {
+		return err
+	}
+	if cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return nil
+}
+
+// redactErr replaces a DSN's password in an error message.
+func redactErr(err error, dsn string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if pw := dsnPassword(dsn); pw != "" {
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+	}
+	return errors.New(msg)
+}
+
+func dsnPassword(dsn string) string {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return ""
+	}
+	return cfg.Password
+}

@@ -1,0 +1,316 @@
+// Package nats delivers outbox events to NATS JetStream.
+//
+// Each message is published asynchronously with Nats-Msg-Id set to the event
+// id, so JetStream drops a duplicate published again after a crash or an
+// ambiguous failure (within the stream's duplicate window). A batch is sent
+// without waiting, then every acknowledgement is awaited: one round trip per
+// batch, not per message. CloudEvents attributes travel as ce- headers (binary
+// content mode of the CloudEvents NATS binding).
+package nats
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outboxrelay/outbox/relay"
+)
+
+// Config configures the sink. Fields are read from the sink's entry in relay.yaml.
+type Config struct {
+	// URL of the NATS server(s), comma-separated. Defaults to nats://127.0.0.1:4222.
+	URL string `yaml:"url"`
+	// Stream is the JetStream stream the destinations belong to. It is
+	// created when missing, with Subjects. Required.
+	Stream string `yaml:"stream"`
+	// Subjects of the stream when the sink creates it, and subjects added to
+	// an existing stream that lacks them. Defaults to the subjects the routes
+	// of this sink can produce.
+	Subjects []string `yaml:"subjects"`
+	// Storage of a created stream: file or memory. Defaults to file.
+	Storage string `yaml:"storage"`
+	// Replicas of a created stream. Defaults to 1.
+	Replicas int `yaml:"replicas"`
+	// DuplicateWindow of a created stream: how long JetStream remembers
+	// message ids to drop duplicates. Defaults to 2m.
+	DuplicateWindow relay.Duration `yaml:"duplicate_window"`
+	// Creds is a credentials file (JWT and NKey seed).
+	Creds string `yaml:"creds"`
+	// NKey is an NKey seed file.
+	NKey string `yaml:"nkey"`
+	// User and Password, or Token, for plain authentication (prefer ${ENV}).
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	Token    string `yaml:"token"`
+	// TLS: CA file, client certificate and key.
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// PublishTimeout bounds the wait for one message's acknowledgement.
+	// Defaults to 10s.
+	PublishTimeout relay.Duration `yaml:"publish_timeout"`
+	// MaxAsyncPending bounds unacknowledged messages on the connection.
+	// Defaults to 4000.
+	MaxAsyncPending int `yaml:"max_async_pending"`
+}
+
+// Sink publishes to JetStream.
+type Sink struct {
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	logger *slog.Logger
+}
+
+var _ relay.Sink = (*Sink)(nil)
+
+// New connects to NATS and creates or checks the stream.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
+	cfg.URL = cmp.Or(cfg.URL, nats.DefaultURL)
+	cfg.Storage = cmp.Or(cfg.Storage, "file")
+	cfg.Replicas = cmp.Or(cfg.Replicas, 1)
+	cfg.DuplicateWindow = cmp.Or(cfg.DuplicateWindow, relay.Duration(2*time.Minute))
+	cfg.PublishTimeout = cmp.Or(cfg.PublishTimeout, relay.Duration(10*time.Second))
+	cfg.MaxAsyncPending = cmp.Or(cfg.MaxAsyncPending, 4000)
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if cfg.Stream == "" {
+		return nil, errors.New("nats: stream is required (the JetStream stream to publish into)")
+	}
+	if cfg.Storage != "file" && cfg.Storage != "memory" {
+		return nil, fmt.Errorf("nats: storage must be file or memory, not %q", cfg.Storage)
+	}
+	opts := []nats.Option{
+		nats.Name("outbox-relay"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				logger.Warn("sink disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			logger.Info("sink reconnected", "server", redactURL(c.ConnectedUrl()))
+		}),
+	}
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	if cfg.NKey != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.NKey)
+		if err != nil {
+			return nil, fmt.Errorf("nats: nkey: %w", err)
+		}
+		opts = append(opts, o)
+	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.Token != "" {
+		opts = append(opts, nats.Token(cfg.Token))
+	}
+	if cfg.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.CAFile))
+	}
+	if cfg.CertFile != "" || cfg.KeyFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.CertFile, cfg.KeyFile))
+	}
+	if strings.HasPrefix(cfg.URL, "tls://") {
+		opts = append(opts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12}))
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nats: connect to %s: %w", redactURL(cfg.URL), err)
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxAsyncPending),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout.D()),
+	)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	s := &Sink{cfg: cfg, nc: nc, js: js, logger: logger}
+	if err := s.ensureStream(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	logger.Info("sink connected", "server", redactURL(nc.ConnectedUrl()), "stream", cfg.Stream)
+	return s, nil
+}
+
+func (s *Sink) ensureStream(ctx context.Context) error {
+	st, err := s.js.Stream(ctx, s.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if len(s.cfg.Subjects) == 0 {
+			return fmt.Errorf("nats: stream %s does not exist and no subjects are known to create it with: set subjects", s.cfg.Stream)
+		}
+		storage := jetstream.FileStorage
+		if s.cfg.Storage == "memory" {
+			storage = jetstream.MemoryStorage
+		}
+		_, err = s.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: s.cfg.Stream, Subjects: s.cfg.Subjects, Storage: storage, Replicas: s.cfg.Replicas,
+			Duplicates: s.cfg.DuplicateWindow.D(),
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("nats: create stream %s: %w", s.cfg.Stream, err)
+		}
+		s.logger.Info("stream created", "stream", s.cfg.Stream, "subjects", s.cfg.Subjects)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("nats: stream %s: %w", s.cfg.Stream, err)
+	}
+	info := st.CachedInfo()
+	var missing []string
+	for _, subj := range s.cfg.Subjects {
+		if !slices.Contains(info.Config.Subjects, subj) {
+			missing = append(missing, subj)
+		}
+	}
+	if len(missing) > 0 {
+		cfg := info.Config
+		cfg.Subjects = append(cfg.Subjects, missing...)
+		if _, err := s.js.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("nats: add subjects %v to stream %s: %w", missing, s.cfg.Stream, err)
+		}
+		s.logger.Info("stream subjects added", "stream", s.cfg.Stream, "subjects", missing)
+	}
+	return nil
+}
+
+// SubjectsFor returns the stream subjects that cover the given destination
+// templates: a literal destination as it is, a template by its literal prefix
+// followed by ">" (all subjects below it).
+func SubjectsFor(dests []*relay.Destination) []string {
+	var out []string
+	for _, d := range dests {
+		prefix, literal := d.LiteralPrefix()
+		subj := prefix
+		if !literal {
+			if i := strings.LastIndexByte(prefix, '.'); i >= 0 {
+				subj = prefix[:i+1] + ">"
+			} else {
+				subj = ">"
+			}
+		}
+		if !slices.Contains(out, subj) {
+			out = append(out, subj)
+		}
+	}
+	return out
+}
+
+// Message builds the NATS message of m (without the Nats-Msg-Id, which the
+// publish option sets).
+func Message(m *relay.Message) *nats.Msg {
+	e := m.Event
+	h := make(nats.Header, len(e.Headers)+10)
+	for k, v := range e.Headers {
+		h[k] = []string{v}
+	}
+	for _, a := range relay.CloudEvents(m) {
+		h["ce-"+a.Name] = []string{a.Value}
+	}
+	h["content-type"] = []string{e.ContentType}
+	return &nats.Msg{Subject: m.Destination, Data: e.Payload, Header: h}
+}
+
+// Publish sends the batch asynchronously and waits for every acknowledgement.
+func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
+	var errs []error
+	setErr := func(i int, err error) {
+		if errs == nil {
+			errs = make([]error, len(msgs))
+		}
+		errs[i] = err
+	}
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	stall := s.cfg.PublishTimeout.D()
+	for i, m := range msgs {
+		f, err := s.js.PublishMsgAsync(Message(m), jetstream.WithMsgID(m.Event.ID.String()), jetstream.WithStallWait(stall))
+		if err != nil {
+			setErr(i, classify(err))
+			continue
+		}
+		futures[i] = f
+	}
+	timeout := time.NewTimer(stall + time.Second)
+	defer timeout.Stop()
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			setErr(i, classify(err))
+		case <-timeout.C:
+			setErr(i, errors.New("nats: publish: no acknowledgement in time"))
+			timeout.Reset(0)
+		case <-ctx.Done():
+			setErr(i, ctx.Err())
+		}
+	}
+	return errs
+}
+
+// classify marks errors that retrying cannot fix as permanent.
+func classify(err error) error {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
+		return relay.MarkPermanent(fmt.Errorf("nats: publish: message too large: %w", err))
+	case errors.Is(err, nats.ErrBadSubject):
+		return relay.MarkPermanent(fmt.Errorf("nats: publish: invalid subject: %w", err))
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		return relay.MarkPermanent(fmt.Errorf("nats: publish: no stream takes this subject (add it to the stream's subjects): %w", err))
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrPermissionViolation):
+		return relay.MarkPermanent(fmt.Errorf("nats: publish: not authorised: %w", err))
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
+		return relay.MarkPermanent(fmt.Errorf("nats: publish: message too large: %w", err))
+	}
+	return fmt.Errorf("nats: publish: %w", err)
+}
+
+// Ping reports whether the connection is up and JetStream answers.
+func (s *Sink) Ping(ctx context.Context) error {
+	if !s.nc.IsConnected() {
+		return fmt.Errorf("nats: not connected (%s)", s.nc.Status())
+	}
+	if _, err := s.js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
+	return nil
+}
+
+// Close drains nothing (the relay waits for its batches) and closes the connection.
+func (s *Sink) Close() error {
+	s.nc.Close()
+	return nil
+}
+
+func redactURL(u string) string {
+	parts := strings.Split(u, ",")
+	for i, p := range parts {
+		if pu, err := url.Parse(strings.TrimSpace(p)); err == nil && pu.User != nil {
+			if _, has := pu.User.Password(); has {
+				pu.User = url.UserPassword(pu.User.Username(), "xxxxx")
+			}
+			parts[i] = pu.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}

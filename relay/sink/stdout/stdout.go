@@ -1,0 +1,107 @@
+// Package stdout writes each event as one JSON line, for demos, debugging and
+// piping into other tools. A write is "delivered" once it reached the writer.
+package stdout
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/outboxrelay/outbox/relay"
+)
+
+// Config configures the sink.
+type Config struct {
+	// Pretty indents each JSON object (more than one line per event).
+	// Defaults to false.
+	Pretty bool `yaml:"pretty"`
+}
+
+// Sink writes JSON lines.
+type Sink struct {
+	mu     sync.Mutex
+	w      *bufio.Writer
+	cfg    Config
+	closed bool
+}
+
+var _ relay.Sink = (*Sink)(nil)
+
+// New returns a sink writing to w (os.Stdout when nil).
+func New(w io.Writer, cfg Config) *Sink {
+	if w == nil {
+		w = os.Stdout
+	}
+	return &Sink{w: bufio.NewWriterSize(w, 64<<10), cfg: cfg}
+}
+
+// Line is the JSON object written per event.
+type Line struct {
+	SpecVersion     string            `json:"specversion"`
+	ID              string            `json:"id"`
+	Source          string            `json:"source"`
+	Type            string            `json:"type"`
+	Subject         string            `json:"subject"`
+	Time            string            `json:"time"`
+	DataContentType string            `json:"datacontenttype"`
+	AggregateType   string            `json:"aggregatetype"`
+	SchemaVersion   string            `json:"schemaversion"`
+	TenantID        string            `json:"tenantid,omitempty"`
+	Route           string            `json:"route"`
+	Destination     string            `json:"destination"`
+	Headers         map[string]string `json:"headers,omitempty"`
+	// Data is the payload itself when it is JSON, else absent.
+	Data json.RawMessage `json:"data,omitempty"`
+	// DataBase64 is the payload when it is not JSON.
+	DataBase64 []byte `json:"data_base64,omitempty"`
+}
+
+// Encode returns m's line.
+func Encode(m *relay.Message) Line {
+	e := m.Event
+	l := Line{SpecVersion: "1.0", ID: e.ID.String(), Source: m.Source, Type: e.EventType, Subject: e.AggregateID,
+		Time: e.OccurredAt.UTC().Format(time.RFC3339Nano), DataContentType: e.ContentType, AggregateType: e.AggregateType,
+		SchemaVersion: e.SchemaVersion, TenantID: e.TenantID, Route: m.Route, Destination: m.Destination, Headers: e.Headers}
+	if utf8.Valid(e.Payload) && json.Valid(e.Payload) {
+		l.Data = e.Payload
+	} else {
+		l.DataBase64 = e.Payload
+	}
+	return l
+}
+
+// Publish writes one line per message and flushes.
+func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return relay.AllFailed(len(msgs), fmt.Errorf("stdout: sink closed"))
+	}
+	enc := json.NewEncoder(s.w)
+	if s.cfg.Pretty {
+		enc.SetIndent("", "  ")
+	}
+	for _, m := range msgs {
+		if err := enc.Encode(Encode(m)); err != nil {
+			return relay.AllFailed(len(msgs), fmt.Errorf("stdout: %w", err))
+		}
+	}
+	if err := s.w.Flush(); err != nil {
+		return relay.AllFailed(len(msgs), fmt.Errorf("stdout: %w", err))
+	}
+	return nil
+}
+
+// Close flushes and stops the sink.
+func (s *Sink) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return s.w.Flush()
+}

@@ -1,0 +1,154 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxrelay/outbox/internal/pgident"
+)
+
+// marker marks finished rows delivered (or deletes them), one statement per
+// flush, and only then lets the position move past them.
+type marker struct {
+	pool     *pgxpool.Pool
+	stmt     string
+	interval time.Duration
+	batch    int
+	in       chan *item
+	release  func(n int)
+	logger   *slog.Logger
+}
+
+func newMarker(pool *pgxpool.Pool, schema, onDelivered string, cfg DeliveryConfig, logger *slog.Logger, release func(int)) *marker {
+	table := pgident.Quote(schema) + ".events"
+	stmt := "UPDATE " + table + " SET delivered_at = now() WHERE id = ANY($1) AND delivered_at IS NULL"
+	if onDelivered == "delete" {
+		stmt = "DELETE FROM " + table + " WHERE id = ANY($1)"
+	}
+	return &marker{pool: pool, stmt: stmt, interval: cfg.MarkInterval.D(), batch: cfg.MarkBatch,
+		in: make(chan *item, cfg.MarkBatch), release: release, logger: logger}
+}
+
+// run marks items until ctx is done; a flush that fails is retried, never skipped.
+func (m *marker) run(ctx context.Context) {
+	items := make([]*item, 0, m.batch)
+	ids := make([]uuid.UUID, 0, m.batch)
+	t := time.NewTicker(m.interval)
+	defer t.Stop()
+	flush := func() bool {
+		if len(items) == 0 {
+			return true
+		}
+		ids = ids[:0]
+		for _, it := range items {
+			if it.ev != nil {
+				ids = append(ids, it.ev.ID)
+			}
+		}
+		bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
+		err := backoff.Retry(func() error {
+			if len(ids) == 0 {
+				return nil
+			}
+			_, err := m.pool.Exec(ctx, m.stmt, ids)
+			if err != nil && ctx.Err() == nil {
+				m.logger.Warn("marking delivered rows failed; retrying", "rows", len(ids), "error", err)
+			}
+			return err
+		}, bo)
+		if err != nil {
+			return false
+		}
+		for _, it := range items {
+			it.txn.Done()
+		}
+		m.release(len(items))
+		clear(items)
+		items = items[:0]
+		return true
+	}
+	for {
+		select {
+		case it := <-m.in:
+			items = append(items, it)
+			if len(items) >= m.batch && !flush() {
+				return
+			}
+		case <-t.C:
+			if !flush() {
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// deadLetterWriter records deliveries that failed for good.
+type deadLetterWriter struct {
+	pool   *pgxpool.Pool
+	stmt   string
+	logger *slog.Logger
+}
+
+func newDeadLetterWriter(pool *pgxpool.Pool, schema string, logger *slog.Logger) *deadLetterWriter {
+	table := pgident.Quote(schema) + ".dead_letters"
+	// A replayed event that fails again returns to its row: attempts add up.
+	stmt := `INSERT INTO ` + table + ` AS d (event_id, aggregate_type, aggregate_id, event_type, schema_version,
+	  payload, content_type, headers, tenant_id, occurred_at, created_at, route, sink, destination, attempts,
+	  last_error, errors, first_failed_at, last_failed_at)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, ''), $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+	ON CONFLICT (event_id, route) DO UPDATE SET
+	  attempts = d.attempts + EXCLUDED.attempts,
+	  last_error = EXCLUDED.last_error,
+	  errors = d.errors || EXCLUDED.errors,
+	  last_failed_at = EXCLUDED.last_failed_at,
+	  sink = EXCLUDED.sink,
+	  destination = EXCLUDED.destination,
+	  replayed_at = NULL`
+	return &deadLetterWriter{pool: pool, stmt: stmt, logger: logger}
+}
+
+// write inserts the dead letter, retrying until it is written or ctx is done.
+func (w *deadLetterWriter) write(ctx context.Context, dl *delivery) error {
+	e := dl.msg.Event
+	headers := e.Headers
+	if headers == nil {
+		headers = map[string]string{}
+	}
+	hj, _ := json.Marshal(headers)
+	errs, _ := json.Marshal(dl.errs)
+	last := ""
+	if dl.err != nil {
+		last = dl.err.Error()
+	}
+	first := dl.first
+	if first.IsZero() {
+		first = time.Now()
+	}
+	occurred, created := e.OccurredAt, e.CreatedAt
+	if occurred.IsZero() {
+		occurred = time.Now()
+	}
+	if created.IsZero() {
+		created = occurred
+	}
+	bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
+	return backoff.Retry(func() error {
+		_, err := w.pool.Exec(ctx, w.stmt, e.ID, e.AggregateType, e.AggregateID, e.EventType, e.SchemaVersion,
+			e.Payload, e.ContentType, string(hj), e.TenantID, occurred, created, dl.route.Name, dl.route.Sink,
+			dl.msg.Destination, dl.msg.Attempt, last, string(errs), first, time.Now())
+		if err != nil && ctx.Err() == nil {
+			w.logger.Error("writing dead letter failed; retrying", "event_id", e.ID.String(), "route", dl.route.Name, "error", err)
+			return fmt.Errorf("dead letter: %w", err)
+		}
+		return err
+	}, bo)
+}
