@@ -141,11 +141,11 @@ func (r *Relay) setErr(err error) {
 
 // Health is the relay's readiness, for /readyz.
 type Health struct {
-	Database bool            `json:"database"`
-	Active   bool            `json:"active"`
-	Streaming bool           `json:"streaming"`
-	Sinks    map[string]bool `json:"sinks"`
-	Error    string          `json:"error,omitempty"`
+	Database  bool            `json:"database"`
+	Active    bool            `json:"active"`
+	Streaming bool            `json:"streaming"`
+	Sinks     map[string]bool `json:"sinks"`
+	Error     string          `json:"error,omitempty"`
 }
 
 // Health reports the relay's state. Sinks that implement

@@ -248,11 +248,11 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 	}
 
 	var (
-		exists                bool
-		plugin, walStatus     string
-		confirmed             pglogrepl.LSN
-		activePID             *int32
-		snapshotPending       bool
+		exists            bool
+		plugin, walStatus string
+		confirmed         pglogrepl.LSN
+		activePID         *int32
+		snapshotPending   bool
 	)
 	err = s.pool.QueryRow(ctx, `SELECT plugin, coalesce(wal_status, ''), coalesce(confirmed_flush_lsn, '0/0'::pg_lsn)::text, active_pid
 		FROM pg_replication_slots WHERE slot_name = $1 AND slot_type = 'logical'`, db.Slot).Scan(&plugin, &walStatus, &confirmed, &activePID)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
@@ -16,6 +17,12 @@ import (
 
 // marker marks finished rows delivered (or deletes them), one statement per
 // flush, and only then lets the position move past them.
+//
+// A row can be decoded from the WAL a moment before its transaction is visible
+// to other sessions (the commit record is flushed before the transaction leaves
+// the proc array), so an UPDATE issued at once may not find it. The statement
+// returns the ids it touched; the others are tried again on the next flushes
+// and only given up on (a row deleted meanwhile) after markRetries.
 type marker struct {
 	pool     *pgxpool.Pool
 	stmt     string
@@ -26,11 +33,13 @@ type marker struct {
 	logger   *slog.Logger
 }
 
+const markRetries = 50
+
 func newMarker(pool *pgxpool.Pool, schema, onDelivered string, cfg DeliveryConfig, logger *slog.Logger, release func(int)) *marker {
 	table := pgident.Quote(schema) + ".events"
-	stmt := "UPDATE " + table + " SET delivered_at = now() WHERE id = ANY($1) AND delivered_at IS NULL"
+	stmt := "UPDATE " + table + " SET delivered_at = now() WHERE id = ANY($1) RETURNING id"
 	if onDelivered == "delete" {
-		stmt = "DELETE FROM " + table + " WHERE id = ANY($1)"
+		stmt = "DELETE FROM " + table + " WHERE id = ANY($1) RETURNING id"
 	}
 	return &marker{pool: pool, stmt: stmt, interval: cfg.MarkInterval.D(), batch: cfg.MarkBatch,
 		in: make(chan *item, cfg.MarkBatch), release: release, logger: logger}
@@ -39,25 +48,34 @@ func newMarker(pool *pgxpool.Pool, schema, onDelivered string, cfg DeliveryConfi
 // run marks items until ctx is done; a flush that fails is retried, never skipped.
 func (m *marker) run(ctx context.Context) {
 	items := make([]*item, 0, m.batch)
+	var later []*item // rows not found yet
+	tries := map[*item]int{}
 	ids := make([]uuid.UUID, 0, m.batch)
+	found := make(map[uuid.UUID]bool, m.batch)
 	t := time.NewTicker(m.interval)
 	defer t.Stop()
 	flush := func() bool {
+		items = append(items, later...)
+		later = later[:0]
 		if len(items) == 0 {
 			return true
 		}
 		ids = ids[:0]
 		for _, it := range items {
-			if it.ev != nil {
-				ids = append(ids, it.ev.ID)
-			}
+			ids = append(ids, it.ev.ID)
 		}
+		clear(found)
 		bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
 		err := backoff.Retry(func() error {
-			if len(ids) == 0 {
-				return nil
+			clear(found)
+			rows, err := m.pool.Query(ctx, m.stmt, ids)
+			if err == nil {
+				var id uuid.UUID
+				_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+					found[id] = true
+					return nil
+				})
 			}
-			_, err := m.pool.Exec(ctx, m.stmt, ids)
 			if err != nil && ctx.Err() == nil {
 				m.logger.Warn("marking delivered rows failed; retrying", "rows", len(ids), "error", err)
 			}
@@ -66,10 +84,21 @@ func (m *marker) run(ctx context.Context) {
 		if err != nil {
 			return false
 		}
+		finished := 0
 		for _, it := range items {
+			if !found[it.ev.ID] {
+				tries[it]++
+				if tries[it] < markRetries {
+					later = append(later, it)
+					continue
+				}
+				m.logger.Warn("delivered row not found to mark; was it deleted?", "event_id", it.ev.ID.String())
+			}
+			delete(tries, it)
 			it.txn.Done()
+			finished++
 		}
-		m.release(len(items))
+		m.release(finished)
 		clear(items)
 		items = items[:0]
 		return true

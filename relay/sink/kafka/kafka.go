@@ -181,7 +181,7 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 			b.errs[i] = relay.Permanentf("kafka: event %s: empty destination (no topic)", m.Event.ID)
 			continue
 		}
-		km := Message(m)
+		km := record(m)
 		if n := recordSize(&km); n > s.cfg.MaxMessageBytes {
 			b.errs[i] = relay.MarkPermanent(&TooLargeError{ID: m.Event.ID.String(), Size: n, Max: s.cfg.MaxMessageBytes})
 			continue
@@ -345,7 +345,7 @@ func (s *Sink) again(ctx context.Context, kms []kafkago.Message, idx []int, js [
 		exists, err := s.topicExists(ctx, topic)
 		switch {
 		case err != nil:
-			e := fmt.Errorf("kafka: topic %q is unknown to the client's metadata and checking it failed: %w", topic, err)
+			e := s.classify(fmt.Errorf("topic %q is unknown to the client's metadata and checking it failed: %w", topic, err))
 			for _, i := range n {
 				b.fail(i, e)
 			}
