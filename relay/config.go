@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"regexp"
@@ -367,15 +368,31 @@ func lineError(msg, file string) error {
 }
 
 // CheckKeys rejects mapping keys of n that v's yaml tags (or extra) do not name,
-// suggesting the nearest valid key.
+// suggesting the nearest valid key. It descends into nested structs, lists of
+// structs and maps of structs, except types that decode themselves.
 func CheckKeys(n *yaml.Node, v any, extra ...string) error {
-	if n.Kind != yaml.MappingNode {
+	return checkKeys(n, reflect.TypeOf(v), extra)
+}
+
+var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+
+func checkKeys(n *yaml.Node, t reflect.Type, extra []string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n == nil || t.Kind() != reflect.Struct || n.Kind != yaml.MappingNode {
 		return nil
 	}
-	known := append(yamlKeys(reflect.TypeOf(v)), extra...)
+	fields := yamlFields(t)
+	known := append(slices.Collect(maps.Keys(fields)), extra...)
+	slices.Sort(known)
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i]
-		if !slices.Contains(known, k.Value) {
+		k, val := n.Content[i], n.Content[i+1]
+		ft, ok := fields[k.Value]
+		if !ok {
+			if slices.Contains(extra, k.Value) {
+				continue
+			}
 			msg := fmt.Sprintf("unknown key %q", k.Value)
 			if s := Suggest(k.Value, known); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
@@ -384,34 +401,61 @@ func CheckKeys(n *yaml.Node, v any, extra ...string) error {
 			}
 			return &ConfigError{Line: k.Line, Msg: msg}
 		}
+		if err := checkNested(val, ft); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-func yamlKeys(t reflect.Type) []string {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
+func checkNested(n *yaml.Node, t reflect.Type) error {
+	if reflect.PointerTo(t).Implements(unmarshalerType) || t.Implements(unmarshalerType) {
+		return nil // decodes (and checks) itself
 	}
-	if t.Kind() != reflect.Struct {
-		return nil
+	switch t.Kind() {
+	case reflect.Pointer:
+		return checkNested(n, t.Elem())
+	case reflect.Struct:
+		return checkKeys(n, t, nil)
+	case reflect.Slice:
+		if n.Kind == yaml.SequenceNode {
+			for _, c := range n.Content {
+				if err := checkNested(c, t.Elem()); err != nil {
+					return err
+				}
+			}
+		}
+	case reflect.Map:
+		if n.Kind == yaml.MappingNode {
+			for i := 1; i < len(n.Content); i += 2 {
+				if err := checkNested(n.Content[i], t.Elem()); err != nil {
+					return err
+				}
+			}
+		}
 	}
-	var keys []string
+	return nil
+}
+
+// yamlFields maps the yaml keys of struct t to their field types.
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
 	for f := range t.Fields() {
 		tag := f.Tag.Get("yaml")
 		name, opts, _ := strings.Cut(tag, ",")
-		if name == "-" {
+		if name == "-" || !f.IsExported() {
 			continue
 		}
 		if strings.Contains(opts, "inline") {
-			keys = append(keys, yamlKeys(f.Type)...)
+			maps.Copy(out, yamlFields(f.Type))
 			continue
 		}
 		if name == "" {
 			name = strings.ToLower(f.Name)
 		}
-		keys = append(keys, name)
+		out[name] = f.Type
 	}
-	return keys
+	return out
 }
 
 // Suggest returns the candidate closest to s by edit distance, or "" when none

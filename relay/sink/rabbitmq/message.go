@@ -1,0 +1,91 @@
+package rabbitmq
+
+import (
+	"strings"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/outboxrelay/outbox/relay"
+)
+
+// propertyPrefix is the CloudEvents AMQP binding's prefix for attributes in
+// the application properties. The binding allows "cloudEvents_" and
+// "cloudEvents:" and prefers '_' (JMS 2.0 selectors reject ':').
+const propertyPrefix = "cloudEvents_"
+
+// ceProperty returns the binding's property name for a CloudEvents
+// attribute, without allocating for the attributes relay.CloudEvents
+// produces.
+func ceProperty(name string) string {
+	switch name {
+	case relay.CESpecVersion:
+		return "cloudEvents_specversion"
+	case relay.CEID:
+		return "cloudEvents_id"
+	case relay.CESource:
+		return "cloudEvents_source"
+	case relay.CEType:
+		return "cloudEvents_type"
+	case relay.CESubject:
+		return "cloudEvents_subject"
+	case relay.CETime:
+		return "cloudEvents_time"
+	case relay.CEAggregateType:
+		return "cloudEvents_aggregatetype"
+	case relay.CESchemaVersion:
+		return "cloudEvents_schemaversion"
+	case relay.CETenantID:
+		return "cloudEvents_tenantid"
+	}
+	return propertyPrefix + name
+}
+
+// reserved reports whether an event header would shadow a CloudEvents
+// property; such event headers are left out.
+func reserved(name string) bool {
+	return len(name) >= len("cloudEvents_") && strings.EqualFold(name[:len("cloudEvents")], "cloudEvents") &&
+		(name[len("cloudEvents")] == '_' || name[len("cloudEvents")] == ':')
+}
+
+// publishing builds the AMQP message for m: persistent, message_id = event
+// id, content_type = datacontenttype, type = event type, timestamp =
+// occurred_at, the CloudEvents attributes and the event's headers as
+// application properties (headers). The payload is not copied.
+func publishing(m *relay.Message) amqp.Publishing {
+	e := m.Event
+	attrs := relay.CloudEvents(m)
+	h := make(amqp.Table, len(attrs)+len(e.Headers))
+	for k, v := range e.Headers {
+		if !reserved(k) {
+			h[k] = v
+		}
+	}
+	var id string
+	for _, a := range attrs {
+		h[ceProperty(a.Name)] = a.Value
+		if a.Name == relay.CEID {
+			id = a.Value
+		}
+	}
+	return amqp.Publishing{
+		Headers:      h,
+		ContentType:  e.ContentType,
+		DeliveryMode: amqp.Persistent,
+		MessageId:    id,
+		Timestamp:    e.OccurredAt,
+		Type:         e.EventType,
+		Body:         e.Payload,
+	}
+}
+
+// route splits a destination into exchange and routing key at the first
+// '/': "orders/order.created" publishes to exchange "orders" with routing
+// key "order.created"; "/jobs" to the default exchange with routing key
+// (queue) "jobs". A destination without '/' is a routing key on
+// defaultExchange (Config.Exchange).
+func route(dest, defaultExchange string) (exchange, key string) {
+	if i := strings.IndexByte(dest, '/'); i >= 0 {
+		return dest[:i], dest[i+1:]
+	}
+	return defaultExchange, dest
+}
