@@ -49,6 +49,10 @@ type Message struct {
 	Destination string
 	// Source is the CloudEvents source attribute (the relay's `source` setting).
 	Source string
+	// Headers are the headers to send with the message: the event's own
+	// headers, with traceparent and tracestate set to the relay's delivery span
+	// when tracing is on. Sinks send these, not Event.Headers.
+	Headers map[string]string
 	// Attempt counts deliveries of this message to this route, from 1.
 	Attempt int
 }

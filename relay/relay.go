@@ -30,6 +30,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the relay's metrics. Defaults to none.
 	Registerer prometheus.Registerer
+	// Version is recorded as part of the active relay's identity. Defaults to "dev".
+	Version string
 	// DrainTimeout bounds how long a stopping relay waits for deliveries in
 	// flight before it confirms its position and exits. Defaults to 30s.
 	DrainTimeout time.Duration
@@ -44,6 +46,7 @@ type Relay struct {
 	logger  *slog.Logger
 	metrics *Metrics
 	drain   time.Duration
+	version string
 
 	active    atomic.Bool
 	streaming atomic.Bool
@@ -86,7 +89,7 @@ func New(cfg *Config, sinks map[string]Sink, opts *Options) (*Relay, error) {
 			return nil, fmt.Errorf("relay: route %q: no sink named %q was given", rt.Name, rt.Sink)
 		}
 	}
-	r := &Relay{cfg: cfg, router: router, sinks: sinks, logger: opts.Logger, drain: opts.DrainTimeout}
+	r := &Relay{cfg: cfg, router: router, sinks: sinks, logger: opts.Logger, drain: opts.DrainTimeout, version: cmpOr(opts.Version, "dev")}
 	if r.logger == nil {
 		r.logger = slog.Default()
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -188,6 +189,14 @@ func (s *session) lead(ctx context.Context) error {
 			return fmt.Errorf("leader lock: %w", err)
 		}
 		if got {
+			host, _ := os.Hostname()
+			holder := fmt.Sprintf("%s pid %d (%s)", host, os.Getpid(), s.r.version)
+			_, err := conn.Exec(ctx, `INSERT INTO `+pgident.Quote(db.Schema)+`.relay_state (slot, snapshot_pending, holder, holder_since)
+				VALUES ($1, false, $2, now()) ON CONFLICT (slot) DO UPDATE SET holder = EXCLUDED.holder, holder_since = now(), updated_at = now()`, db.Slot, holder)
+			if err != nil {
+				conn.Close(context.Background())
+				return fmt.Errorf("record the active relay: %w", err)
+			}
 			s.lockConn = conn
 			s.r.active.Store(true)
 			s.r.metrics.setActive(true)
@@ -415,7 +424,7 @@ func (s *session) submit(ctx context.Context, txn *Txn, ev *Event, keepalive fun
 	}
 	it := &item{ev: ev, txn: txn, ds: make([]*delivery, 0, len(s.routes))}
 	for _, rt := range s.routes {
-		dl := &delivery{route: rt, item: it, msg: Message{Event: ev, Route: rt.Name, Source: s.cfg.Source, Attempt: 1}}
+		dl := &delivery{route: rt, item: it, msg: Message{Event: ev, Route: rt.Name, Source: s.cfg.Source, Headers: ev.Headers, Attempt: 1}}
 		dest, err := rt.Destination.Render(ev)
 		if err != nil {
 			// Dead-letter right away: the dispatcher sees a permanent failure.

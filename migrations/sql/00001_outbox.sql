@@ -56,6 +56,11 @@ CREATE TABLE {{.Schema}}.dead_letters (
   errors              jsonb       NOT NULL DEFAULT '[]'::jsonb,
   first_failed_at     timestamptz NOT NULL,
   last_failed_at      timestamptz NOT NULL,
+  -- none: not replayed; requested: an operator asked for a replay; delivering:
+  -- the active relay is sending it; replayed: delivered again; failed: the
+  -- replay failed too (attempts and errors were added).
+  replay_status       text        NOT NULL DEFAULT 'none'
+                      CHECK (replay_status IN ('none', 'requested', 'delivering', 'replayed', 'failed')),
   replay_requested_at timestamptz,
   replayed_at         timestamptz,
   replay_count        integer     NOT NULL DEFAULT 0,
@@ -63,12 +68,16 @@ CREATE TABLE {{.Schema}}.dead_letters (
 );
 
 CREATE INDEX dead_letters_last_failed_at_idx ON {{.Schema}}.dead_letters (last_failed_at);
+CREATE INDEX dead_letters_replay_idx ON {{.Schema}}.dead_letters (id) WHERE replay_status IN ('requested', 'delivering');
 
 -- The relay's own bookkeeping: whether the rows visible in a new slot's snapshot
 -- have all been handled (a relay that dies mid-way starts the snapshot again).
 CREATE TABLE {{.Schema}}.relay_state (
   slot             text        PRIMARY KEY,
   snapshot_pending boolean     NOT NULL,
+  -- the relay that holds the slot now: host, pid and version
+  holder           text,
+  holder_since     timestamptz,
   updated_at       timestamptz NOT NULL DEFAULT now()
 );
 

@@ -52,7 +52,7 @@ func (a *app) relayCmd() *cobra.Command {
 				return runtimeErr(err, "check the sink's url and credentials, and that the broker is running")
 			}
 			defer closeSinks(sinks)
-			r, err := relay.New(cfg, sinks, &relay.Options{Logger: logger, Registerer: reg, DrainTimeout: drain})
+			r, err := relay.New(cfg, sinks, &relay.Options{Logger: logger, Registerer: reg, DrainTimeout: drain, Version: Version})
 			if err != nil {
 				return runtimeErr(err, "")
 			}

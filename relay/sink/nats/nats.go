@@ -217,8 +217,8 @@ func SubjectsFor(dests []*relay.Destination) []string {
 // publish option sets).
 func Message(m *relay.Message) *nats.Msg {
 	e := m.Event
-	h := make(nats.Header, len(e.Headers)+10)
-	for k, v := range e.Headers {
+	h := make(nats.Header, len(m.Headers)+10)
+	for k, v := range m.Headers {
 		h[k] = []string{v}
 	}
 	for _, a := range relay.CloudEvents(m) {

@@ -67,7 +67,7 @@ func Encode(m *relay.Message) Line {
 	e := m.Event
 	l := Line{SpecVersion: "1.0", ID: e.ID.String(), Source: m.Source, Type: e.EventType, Subject: e.AggregateID,
 		Time: e.OccurredAt.UTC().Format(time.RFC3339Nano), DataContentType: e.ContentType, AggregateType: e.AggregateType,
-		SchemaVersion: e.SchemaVersion, TenantID: e.TenantID, Route: m.Route, Destination: m.Destination, Headers: e.Headers}
+		SchemaVersion: e.SchemaVersion, TenantID: e.TenantID, Route: m.Route, Destination: m.Destination, Headers: m.Headers}
 	if utf8.Valid(e.Payload) && json.Valid(e.Payload) {
 		l.Data = e.Payload
 	} else {
