@@ -222,7 +222,8 @@ func ParseDestination(src string) (*Destination, error) {
 	if parts, ok := fastParts(t.Tree.Root); ok {
 		d.parts = parts
 	}
-	if _, err := d.Render(&Event{EventType: "x", AggregateType: "x", AggregateID: "x"}); err != nil {
+	sample := &Event{EventType: "x", AggregateType: "x", AggregateID: "x", TenantID: "x", SchemaVersion: "1.0", ContentType: "x", Headers: map[string]string{}}
+	if _, err := d.Render(sample); err != nil && !strings.Contains(err.Error(), "rendered empty") {
 		return nil, fmt.Errorf("bad destination template %q: %v", src, err)
 	}
 	return d, nil
@@ -237,12 +238,18 @@ func checkTemplateFields(n parse.Node) error {
 		}
 		switch n := n.(type) {
 		case *parse.ListNode:
+			if n == nil {
+				return
+			}
 			for _, c := range n.Nodes {
 				walk(c)
 			}
 		case *parse.ActionNode:
 			walk(n.Pipe)
 		case *parse.PipeNode:
+			if n == nil {
+				return
+			}
 			for _, c := range n.Cmds {
 				walk(c)
 			}
@@ -262,21 +269,25 @@ func checkTemplateFields(n parse.Node) error {
 				err = errors.New(msg)
 			}
 		case *parse.IfNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
+			walkBranch(walk, &n.BranchNode)
 		case *parse.RangeNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
+			walkBranch(walk, &n.BranchNode)
 		case *parse.WithNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
+			walkBranch(walk, &n.BranchNode)
 		}
 	}
 	walk(n)
 	return err
+}
+
+func walkBranch(walk func(parse.Node), b *parse.BranchNode) {
+	walk(b.Pipe)
+	if b.List != nil {
+		walk(b.List)
+	}
+	if b.ElseList != nil {
+		walk(b.ElseList)
+	}
 }
 
 func fastParts(root *parse.ListNode) ([]destPart, bool) {

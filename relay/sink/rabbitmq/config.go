@@ -120,15 +120,33 @@ func Redact(rawURL string) string {
 	return u.Redacted()
 }
 
+// parseURL parses rawURL with an error that does not quote it: net/url's
+// errors repeat the whole URL, password included.
+func parseURL(rawURL string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err == nil {
+		return u, nil
+	}
+	var uerr *url.Error
+	var eerr url.EscapeError
+	if errors.As(err, &uerr) && !errors.As(err, &eerr) {
+		return nil, fmt.Errorf("url: does not parse: %v (percent-encode reserved characters in the user name and password)", uerr.Err)
+	}
+	return nil, errors.New("url: does not parse (percent-encode reserved characters in the user name and password)")
+}
+
 // withDefaults fills defaults and validates; errors name the field and never
 // show the password.
 func (c Config) withDefaults() (Config, *tls.Config, error) {
 	if c.URL == "" {
 		return c, nil, errors.New("url: required (amqp://user:password@host:5672/vhost)")
 	}
+	if _, err := parseURL(c.URL); err != nil {
+		return c, nil, err
+	}
 	uri, err := amqp.ParseURI(c.URL)
 	if err != nil {
-		// amqp091's parse errors do not repeat the URL.
+		// The URL parses (above), so amqp091's errors do not quote it.
 		return c, nil, fmt.Errorf("url %s: %w", Redact(c.URL), err)
 	}
 	var tlsConfig *tls.Config

@@ -446,8 +446,41 @@ func testOutage(t *testing.T, h Harness) {
 	Publish(t, o.Sink, before)
 	accepted = append(accepted, before...)
 
+	// Cut the broker off while a large batch is in flight: Publish must
+	// return, with no message reported as a permanent failure.
+	big := Batch(o.Destination, Keys("inflight", 2000), 0)
+	done := make(chan []error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		defer cancel()
+		done <- o.Sink.Publish(ctx, big)
+	}()
+	time.Sleep(2 * time.Millisecond)
 	o.Cut()
 	cutAt := time.Now()
+	select {
+	case errs := <-done:
+		checkShape(t, errs, len(big))
+		failed := 0
+		for i, err := range errs {
+			if err == nil {
+				continue
+			}
+			failed++
+			if relay.Permanent(err) {
+				t.Fatalf("message %d of a batch in flight when the broker went away: permanent error %v", i, err)
+			}
+		}
+		for i, m := range big {
+			if errs == nil || errs[i] == nil {
+				accepted = append(accepted, m)
+			}
+		}
+		t.Logf("batch in flight during the cut: %d of %d failed", failed, len(big))
+	case <-time.After(publishTimeout + 5*time.Second):
+		t.Fatal("Publish in flight when the broker went away did not return")
+	}
+
 	for seq := 1; time.Since(cutAt) < 2*time.Second; seq++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		batch := Batch(o.Destination, keys, seq)

@@ -1,0 +1,39 @@
+# Run `make help` for the targets.
+SHELL := /bin/bash
+GO    ?= go
+PKGS  ?= ./...
+
+.PHONY: help demo test test-short vet fmt build services-up services-down bench chaos fuzz clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+demo: ## quick start: throwaway PostgreSQL, migrations, relay, sample transactions (ends by itself)
+	@scripts/demo.sh
+
+build: ## build bin/outbox
+	$(GO) build -o bin/outbox ./cmd/outbox
+
+test: services-up ## every test (-race) against real PostgreSQL, NATS, RabbitMQ, Redis; Kafka in-process
+	@set -a; eval "$$(scripts/services.sh env)"; set +a; \
+	OUTBOX_TEST_REQUIRE_SERVICES=1 $(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+test-short: services-up ## the tests without -race, faster
+	@set -a; eval "$$(scripts/services.sh env)"; set +a; \
+	OUTBOX_TEST_REQUIRE_SERVICES=1 $(GO) test -count=1 -timeout 30m $(PKGS)
+
+vet: ## gofmt and go vet
+	@out="$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fmt: ## format the code
+	gofmt -w $$(git ls-files '*.go')
+
+services-up: ## start (or find) the throwaway PostgreSQL and the brokers
+	@scripts/services.sh up
+
+services-down: ## stop the throwaway PostgreSQL
+	@scripts/services.sh down
+
+clean: ## remove build output (keeps the throwaway cluster)
+	rm -rf bin

@@ -1,0 +1,88 @@
+package relay
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+var testSinkTypes = []string{"kafka", "nats", "rabbitmq", "redis", "stdout"}
+
+func TestExampleConfig(t *testing.T) {
+	cfg, err := LoadConfig("../testdata/relay.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(testSinkTypes); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Routes[0].Retry.MaxAttempts != 8 || cfg.Routes[0].Retry.MaxInterval.D() != 30*time.Second {
+		t.Errorf("retry: %+v", cfg.Routes[0].Retry)
+	}
+	if cfg.Routes[1].Retry.MaxAttempts != 10 {
+		t.Errorf("default max_attempts = %d, want 10", cfg.Routes[1].Retry.MaxAttempts)
+	}
+	if cfg.Routes[0].Line != 27 || cfg.Sinks[1].Line != 24 {
+		t.Errorf("lines: route %d sink %d", cfg.Routes[0].Line, cfg.Sinks[1].Line)
+	}
+	if !strings.HasPrefix(cfg.Database.URL, "postgres://") {
+		t.Errorf("env default not expanded: %q", cfg.Database.URL)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	base := "database: {url: x}\nsinks:\n  - {name: bus, type: nats}\nroutes:\n"
+	cases := map[string]struct{ src, want string }{
+		"duplicate route": {base + "  - {name: a, match: x, sink: bus, destination: d}\n  - {name: a, match: y, sink: bus, destination: d}\n",
+			`t.yaml:6: routes[1]: duplicate route name "a" (first used on line 5)`},
+		"bad CEL":        {base + "  - {name: a, match: x, sink: bus, destination: d, filter: 'payload.total >'}\n", `t.yaml:5: routes[0].filter: bad CEL filter`},
+		"CEL not bool":   {base + "  - {name: a, match: x, sink: bus, destination: d, filter: '1 + 2'}\n", `want bool`},
+		"no routes":      {"database: {url: x}\n", "no routes and no default_route"},
+		"drop with sink": {base + "default_route: {drop: true, sink: bus}\n", "drop: true cannot be combined"},
+		"bad schema":     {"database: {url: x, schema: Bad-Name}\ndefault_route: {drop: true}\n", `database.schema "Bad-Name" may only contain`},
+		"on_delivered":   {"database: {url: x}\ndelivery: {on_delivered: keep}\ndefault_route: {drop: true}\n", "must be mark or delete"},
+		"no url":         {"database: {schema: x}\ndefault_route: {drop: true}\n", "database.url: required"},
+		"retry order":    {base + "  - {name: a, match: x, sink: bus, destination: d, retry: {initial_interval: 1m, max_interval: 1s}}\n", "shorter than initial_interval"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tc.src), "t.yaml")
+			if err == nil {
+				err = cfg.Validate(testSinkTypes)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+			if !errors.Is(err, ErrConfig) {
+				t.Errorf("error %v is not ErrConfig", err)
+			}
+		})
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	for in, want := range map[string]string{"kafak": "kafka", "nast": "nats", "redsi": "redis", "zzzzzz": ""} {
+		if got := Suggest(in, testSinkTypes); got != want {
+			t.Errorf("Suggest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte("database: {url: x}\ndefault_route: {drop: true}\n"))
+	f.Add([]byte("sinks:\n  - {name: a, type: nats}\nroutes:\n  - {name: r, match: 'a.*', sink: a, destination: '{{.EventType}}'}\n"))
+	f.Add([]byte("database:\n  url: ${X:-y}\n  slot: [1,2]\n"))
+	f.Fuzz(func(t *testing.T, src []byte) {
+		cfg, err := ParseConfig(src, "f.yaml")
+		if err != nil {
+			return
+		}
+		if err := cfg.Validate(testSinkTypes); err != nil {
+			return
+		}
+		if _, err := NewRouter(cfg); err != nil {
+			t.Fatalf("valid config but NewRouter failed: %v", err)
+		}
+	})
+}
