@@ -1,0 +1,13 @@
+# The relay image: a static outbox binary on a small base.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/outbox ./cmd/outbox
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/outbox /usr/local/bin/outbox
+EXPOSE 9187
+ENTRYPOINT ["/usr/local/bin/outbox"]
+CMD ["relay", "--config", "/etc/outbox/relay.yaml"]
