@@ -16,6 +16,7 @@ type item struct {
 	txn       *Txn
 	remaining int // routes not yet finished; owned by the dispatcher loop
 	ds        []*delivery
+	replay    *replayState // set for a replay of a dead letter; txn is nil then
 }
 
 // delivery is one event on one route.

@@ -89,15 +89,33 @@ func (s *session) run(ctx context.Context) (err error) {
 	}
 	s.mark = newMarker(s.pool, db.Schema, s.cfg.Delivery.OnDelivered, s.cfg.Delivery, s.logger, release)
 	dlq := newDeadLetterWriter(s.pool, db.Schema, s.logger)
-	s.disp = newDispatcher(s.cfg.Delivery, s.r.sinks, s.logger, s.r.metrics, dlq, func(it *item) {
+	rp := newReplayer(s.pool, db.Schema, s.r.router, s.cfg.Source, s.logger, func(ctx context.Context, it *item) error {
 		select {
-		case s.mark.in <- it:
+		case s.disp.in <- it:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	s.disp = newDispatcher(s.cfg.Delivery, s.r.sinks, s.logger, s.r.metrics, dlq, func(it *item) {
+		to := s.mark.in
+		if it.replay != nil {
+			to = rp.finished
+		}
+		select {
+		case to <- it:
 		case <-pctx.Done():
 		}
 	})
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.disp.run(pctx) }()
 	go func() { defer wg.Done(); s.mark.run(pctx) }()
+	go func() {
+		defer wg.Done()
+		if err := rp.run(pctx); err != nil {
+			s.logger.Error("dead-letter replays stopped", "error", err)
+		}
+	}()
 
 	if snapshot != nil {
 		err := s.backfill(sctx, snapshot)

@@ -141,7 +141,7 @@ func newDeadLetterWriter(pool *pgxpool.Pool, schema string, logger *slog.Logger)
 	  last_failed_at = EXCLUDED.last_failed_at,
 	  sink = EXCLUDED.sink,
 	  destination = EXCLUDED.destination,
-	  replayed_at = NULL`
+	  replay_status = CASE WHEN d.replay_status = 'delivering' THEN 'failed' ELSE d.replay_status END`
 	return &deadLetterWriter{pool: pool, stmt: stmt, logger: logger}
 }
 

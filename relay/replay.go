@@ -1,0 +1,165 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxrelay/outbox/internal/pgident"
+)
+
+// Replays of dead letters. An operator asks for one with `outbox dlq replay`,
+// which sets replay_status = 'requested'. The active relay claims requested
+// rows (replay_status = 'delivering'), sends each event, with its own id, to
+// the route named in the row only, through the same per-key queues, retries
+// and dead-letter path as live events, and records the outcome: 'replayed'
+// (replayed_at, replay_count + 1), or 'failed' when the replay was
+// dead-lettered again (its attempts and errors are added to the row).
+
+// replayState marks an item as a replay of one dead letter.
+type replayState struct {
+	deadLetterID int64
+}
+
+type replayer struct {
+	pool      *pgxpool.Pool
+	table     string
+	router    *Router
+	source    string
+	logger    *slog.Logger
+	poll      time.Duration
+	finished  chan *item
+	submit    func(context.Context, *item) error
+	batchSize int
+}
+
+func newReplayer(pool *pgxpool.Pool, schema string, router *Router, source string, logger *slog.Logger, submit func(context.Context, *item) error) *replayer {
+	return &replayer{
+		pool: pool, table: pgident.Quote(schema) + ".dead_letters", router: router, source: source,
+		logger: logger, poll: 500 * time.Millisecond, finished: make(chan *item, 100), submit: submit, batchSize: 100,
+	}
+}
+
+// run claims requested replays and records their outcomes until ctx is done.
+// Only the active relay runs it, so rows left 'delivering' by a relay that
+// died are requested again first.
+func (p *replayer) run(ctx context.Context) error {
+	if _, err := p.pool.Exec(ctx, `UPDATE `+p.table+` SET replay_status = 'requested' WHERE replay_status = 'delivering'`); err != nil {
+		return fmt.Errorf("replay: reset: %w", err)
+	}
+	inflight := 0
+	t := time.NewTicker(p.poll)
+	defer t.Stop()
+	for {
+		if inflight == 0 {
+			n, err := p.claim(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				p.logger.Warn("claiming dead-letter replays failed; retrying", "error", err)
+			}
+			inflight += n
+		}
+		select {
+		case it := <-p.finished:
+			inflight--
+			p.record(ctx, it)
+		case <-t.C:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (p *replayer) claim(ctx context.Context) (int, error) {
+	rows, err := p.pool.Query(ctx, `UPDATE `+p.table+` SET replay_status = 'delivering'
+		WHERE id IN (SELECT id FROM `+p.table+` WHERE replay_status = 'requested' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+		RETURNING id, event_id, aggregate_type, aggregate_id, event_type, schema_version, payload, content_type,
+		  headers::text, coalesce(tenant_id, ''), occurred_at, created_at, route`, p.batchSize)
+	if err != nil {
+		return 0, err
+	}
+	type claimed struct {
+		id    int64
+		ev    *Event
+		route string
+	}
+	var cs []claimed
+	for rows.Next() {
+		c := claimed{ev: &Event{}}
+		var headers string
+		e := c.ev
+		if err := rows.Scan(&c.id, &e.ID, &e.AggregateType, &e.AggregateID, &e.EventType, &e.SchemaVersion, &e.Payload,
+			&e.ContentType, &headers, &e.TenantID, &e.OccurredAt, &e.CreatedAt, &c.route); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		e.Headers = decodeHeaders([]byte(headers))
+		cs = append(cs, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range cs {
+		var rt *Route
+		for _, r := range p.router.Routes() {
+			if r.Name == c.route {
+				rt = r
+			}
+		}
+		if rt == nil {
+			msg := fmt.Sprintf("route %q is not in the relay's config any more: add it back, or purge the dead letter", c.route)
+			p.logger.Warn("dead-letter replay failed", "dead_letter_id", c.id, "event_id", c.ev.ID.String(), "error", msg)
+			p.markFailed(ctx, c.id, msg)
+			continue
+		}
+		it := &item{ev: c.ev, replay: &replayState{deadLetterID: c.id}}
+		dl := &delivery{route: rt, item: it, msg: Message{Event: c.ev, Route: rt.Name, Source: p.source, Headers: c.ev.Headers, Attempt: 1}}
+		if dest, err := rt.Destination.Render(c.ev); err != nil {
+			dl.msg.Destination, dl.err = rt.Destination.String(), err
+		} else {
+			dl.msg.Destination = dest
+		}
+		it.ds = []*delivery{dl}
+		p.logger.Info("replaying dead letter", "dead_letter_id", c.id, "event_id", c.ev.ID.String(), "route", rt.Name, "destination", dl.msg.Destination)
+		if err := p.submit(ctx, it); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// record stores the outcome of a finished replay. A replay that was
+// dead-lettered again was already recorded by the dead-letter writer.
+func (p *replayer) record(ctx context.Context, it *item) {
+	dl := it.ds[0]
+	if dl.err != nil {
+		p.logger.Warn("dead-letter replay failed again", "dead_letter_id", it.replay.deadLetterID, "event_id", it.ev.ID.String(), "error", dl.err.Error())
+		return
+	}
+	bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
+	err := backoff.Retry(func() error {
+		_, err := p.pool.Exec(ctx, `UPDATE `+p.table+` SET replay_status = 'replayed', replayed_at = now(), replay_count = replay_count + 1 WHERE id = $1`, it.replay.deadLetterID)
+		return err
+	}, bo)
+	if err == nil {
+		p.logger.Info("dead letter replayed", "dead_letter_id", it.replay.deadLetterID, "event_id", it.ev.ID.String(), "route", dl.route.Name)
+	}
+}
+
+func (p *replayer) markFailed(ctx context.Context, id int64, msg string) {
+	_, err := p.pool.Exec(ctx, `UPDATE `+p.table+` SET replay_status = 'failed', last_error = $2, last_failed_at = now(),
+		errors = errors || jsonb_build_array($3::text) WHERE id = $1`, id, msg, time.Now().UTC().Format(time.RFC3339Nano)+" "+msg)
+	if err != nil && ctx.Err() == nil {
+		p.logger.Error("recording a failed replay failed", "dead_letter_id", id, "error", err)
+	}
+}
+
