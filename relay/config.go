@@ -45,8 +45,18 @@ type DatabaseConfig struct {
 	Slot string `yaml:"slot"`
 	// Publication over the events table. Defaults to "outbox_events".
 	Publication string `yaml:"publication"`
-	// StandbyPoll is how often a standby relay tries to become active. Defaults to 1s.
+	// StandbyPoll is how often a standby relay tries to become active, and the
+	// active one checks its lock. Defaults to 1s.
 	StandbyPoll Duration `yaml:"standby_poll"`
+	// SampleInterval is how often the relay samples slot lag and the backlog
+	// (undelivered rows, oldest age) for its metrics. Defaults to 15s.
+	SampleInterval Duration `yaml:"sample_interval"`
+	// LagWarnBytes: slot lag above it logs a warning and sets
+	// outbox_slot_lag_level to 1. Defaults to 1GiB.
+	LagWarnBytes int64 `yaml:"lag_warn_bytes"`
+	// LagPageBytes: slot lag above it logs an error and sets
+	// outbox_slot_lag_level to 2. Defaults to 8GiB.
+	LagPageBytes int64 `yaml:"lag_page_bytes"`
 }
 
 // AdminConfig configures the admin HTTP server.
@@ -505,6 +515,9 @@ func (c *Config) fill() {
 	if d.StandbyPoll == 0 {
 		d.StandbyPoll = Duration(time.Second)
 	}
+	d.SampleInterval = cmpOr(d.SampleInterval, Duration(15*time.Second))
+	d.LagWarnBytes = cmpOr(d.LagWarnBytes, int64(1<<30))
+	d.LagPageBytes = cmpOr(d.LagPageBytes, int64(8<<30))
 	c.Admin.Listen = cmpOr(c.Admin.Listen, "127.0.0.1:9187")
 	c.Log.Level = cmpOr(c.Log.Level, "info")
 	c.Log.Format = cmpOr(c.Log.Format, "json")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // item is one event on its way through the pipeline: it is finished when every
@@ -68,6 +69,7 @@ type dispatcher struct {
 	dead    chan *delivery // dead letters written
 	done    func(*item)    // called from the loop when an item is finished
 	dlq     *deadLetterWriter
+	tracing *tracing // nil when tracing is off
 
 	wg      sync.WaitGroup // publish goroutines and retry timers
 	pending int            // items in the dispatcher
@@ -172,16 +174,30 @@ func (d *dispatcher) publish(ctx context.Context, s *sinkState, batch []*deliver
 	defer d.wg.Done()
 	msgs := make([]*Message, len(batch))
 	now := time.Now()
+	var spans []trace.Span
+	if d.tracing != nil {
+		spans = make([]trace.Span, len(batch))
+	}
 	for i, dl := range batch {
 		if dl.first.IsZero() {
 			dl.first = now
 		}
 		msgs[i] = &dl.msg
+		if spans != nil {
+			spans[i] = d.tracing.start(&dl.msg, s.name)
+		}
 	}
 	start := time.Now()
 	errs := s.sink.Publish(ctx, msgs)
 	if errs != nil && len(errs) != len(msgs) {
 		errs = AllFailed(len(msgs), errSinkContract)
+	}
+	for i, span := range spans {
+		var err error
+		if errs != nil {
+			err = errs[i]
+		}
+		endSpan(span, err)
 	}
 	select {
 	case d.results <- batchResult{s: s, ds: batch, errs: errs, dur: time.Since(start)}:

@@ -23,6 +23,8 @@ type Metrics struct {
 	slotsRecreated prometheus.Counter
 	backlog        prometheus.Gauge
 	backlogAge     prometheus.Gauge
+	slotLag        prometheus.Gauge
+	lagLevel       prometheus.Gauge
 }
 
 // NewMetrics creates the relay's metrics and registers them with reg.
@@ -58,10 +60,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Rows of the events table not yet delivered (sampled)."}),
 		backlogAge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_backlog_oldest_age_seconds",
 			Help: "Age of the oldest undelivered row (sampled)."}),
+		slotLag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_slot_lag_bytes",
+			Help: "WAL retained by the slot: the server's current WAL position minus the slot's confirmed position (sampled)."}),
+		lagLevel: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_slot_lag_level",
+			Help: "0 below database.lag_warn_bytes, 1 above it, 2 above database.lag_page_bytes."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.read, m.delivered, m.retriedC, m.deadLetteredC, m.dropped, m.duration, m.commitToAck,
-			m.inflight, m.lagBytes, m.confirmedLSN, m.active, m.slotsRecreated, m.backlog, m.backlogAge)
+			m.inflight, m.lagBytes, m.confirmedLSN, m.active, m.slotsRecreated, m.backlog, m.backlogAge, m.slotLag, m.lagLevel)
 	}
 	return m
 }
@@ -150,5 +156,12 @@ func (m *Metrics) setBacklog(n int64, age time.Duration) {
 	if m != nil {
 		m.backlog.Set(float64(n))
 		m.backlogAge.Set(age.Seconds())
+	}
+}
+
+func (m *Metrics) setSlotLag(bytes int64, level int) {
+	if m != nil {
+		m.slotLag.Set(float64(bytes))
+		m.lagLevel.Set(float64(level))
 	}
 }

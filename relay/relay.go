@@ -22,6 +22,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options are the relay's collaborators. A nil *Options means defaults.
@@ -32,6 +34,14 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Version is recorded as part of the active relay's identity. Defaults to "dev".
 	Version string
+	// TracerProvider, when set, makes the relay start a producer span per
+	// delivery attempt, a child of the trace the SDK captured, and send its
+	// context with the message. Nil means no spans (the event's own
+	// traceparent is still sent).
+	TracerProvider trace.TracerProvider
+	// Propagator reads and writes trace context in headers. Defaults to W3C
+	// TraceContext.
+	Propagator propagation.TextMapPropagator
 	// DrainTimeout bounds how long a stopping relay waits for deliveries in
 	// flight before it confirms its position and exits. Defaults to 30s.
 	DrainTimeout time.Duration
@@ -47,6 +57,7 @@ type Relay struct {
 	metrics *Metrics
 	drain   time.Duration
 	version string
+	tracing *tracing
 
 	active    atomic.Bool
 	streaming atomic.Bool
@@ -97,6 +108,7 @@ func New(cfg *Config, sinks map[string]Sink, opts *Options) (*Relay, error) {
 		r.drain = 30 * time.Second
 	}
 	r.metrics = NewMetrics(opts.Registerer)
+	r.tracing = newTracing(opts.TracerProvider, opts.Propagator, cfg)
 	return r, nil
 }
 

@@ -107,7 +107,9 @@ func (s *session) run(ctx context.Context) (err error) {
 		case <-pctx.Done():
 		}
 	})
-	wg.Add(3)
+	s.disp.tracing = s.r.tracing
+	wg.Add(4)
+	go func() { defer wg.Done(); s.sample(pctx) }()
 	go func() { defer wg.Done(); s.disp.run(pctx) }()
 	go func() { defer wg.Done(); s.mark.run(pctx) }()
 	go func() {

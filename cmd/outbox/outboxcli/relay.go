@@ -52,7 +52,22 @@ func (a *app) relayCmd() *cobra.Command {
 				return runtimeErr(err, "check the sink's url and credentials, and that the broker is running")
 			}
 			defer closeSinks(sinks)
-			r, err := relay.New(cfg, sinks, &relay.Options{Logger: logger, Registerer: reg, DrainTimeout: drain, Version: Version})
+			tp, shutdownTracing, err := tracerProvider(ctx, logger)
+			if err != nil {
+				return runtimeErr(err, "check the OTEL_* variables, or unset them to run without tracing")
+			}
+			if shutdownTracing != nil {
+				defer func() {
+					sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					shutdownTracing(sctx)
+				}()
+			}
+			opts := &relay.Options{Logger: logger, Registerer: reg, DrainTimeout: drain, Version: Version}
+			if tp != nil {
+				opts.TracerProvider = tp
+			}
+			r, err := relay.New(cfg, sinks, opts)
 			if err != nil {
 				return runtimeErr(err, "")
 			}
