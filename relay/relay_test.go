@@ -309,12 +309,12 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	for series, want := range map[string]float64{
-		`outbox_events_read_total`: 38,
-		`outbox_events_delivered_total{route="good",sink="bus"}`:                           30,
-		`outbox_events_delivered_total{route="flaky",sink="bus"}`:                          5,
-		`outbox_events_retried_total{route="flaky",sink="bus"}`:                            5,
+		`outbox_events_read_total`:                                                        38,
+		`outbox_events_delivered_total{route="good",sink="bus"}`:                          30,
+		`outbox_events_delivered_total{route="flaky",sink="bus"}`:                         5,
+		`outbox_events_retried_total{route="flaky",sink="bus"}`:                           5,
 		`outbox_events_dead_lettered_total{reason="permanent",route="poison",sink="bus"}`: 3,
-		`outbox_relay_active`: 1,
+		`outbox_relay_active`:                                                             1,
 	} {
 		if got := metricValue(body, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)

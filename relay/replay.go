@@ -162,4 +162,3 @@ func (p *replayer) markFailed(ctx context.Context, id int64, msg string) {
 		p.logger.Error("recording a failed replay failed", "dead_letter_id", id, "error", err)
 	}
 }
-

@@ -48,14 +48,15 @@ func reserved(name string) bool {
 	return strings.HasPrefix(strings.ToLower(name), headerPrefix) || strings.EqualFold(name, headerContentType)
 }
 
-// record builds the Kafka record for m. Header values and the key share one
-// allocation; the payload is not copied.
+// record builds the Kafka record for m, with m.Headers (which the relay may
+// have given a trace context of its own), not Event.Headers. Header values
+// and the key share one allocation; the payload is not copied.
 func record(m *relay.Message) kafkago.Message {
 	e := m.Event
 	attrs := relay.CloudEvents(m)
 	var names []string
-	if len(e.Headers) > 0 {
-		names = slices.Sorted(maps.Keys(e.Headers))
+	if len(m.Headers) > 0 {
+		names = slices.Sorted(maps.Keys(m.Headers))
 	}
 
 	size := len(e.AggregateType) + 1 + len(e.AggregateID) + len(e.ContentType)
@@ -63,7 +64,7 @@ func record(m *relay.Message) kafkago.Message {
 		size += len(a.Value)
 	}
 	for _, k := range names {
-		size += len(e.Headers[k])
+		size += len(m.Headers[k])
 	}
 	buf := make([]byte, 0, size)
 	add := func(s string) []byte {
@@ -83,7 +84,7 @@ func record(m *relay.Message) kafkago.Message {
 		if reserved(k) {
 			continue
 		}
-		hs = append(hs, kafkago.Header{Key: k, Value: add(e.Headers[k])})
+		hs = append(hs, kafkago.Header{Key: k, Value: add(m.Headers[k])})
 	}
 	start := len(buf)
 	buf = append(buf, e.AggregateType...)

@@ -2,7 +2,18 @@ package kafka
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -182,4 +193,62 @@ func TestSASLAndAuthorization(t *testing.T) {
 		}
 		t.Log(errs[1])
 	})
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and returns the
+// server's tls.Config and the path of the CA file.
+func selfSigned(t *testing.T) (*tls.Config, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "outbox test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, caFile
+}
+
+func TestTLS(t *testing.T) {
+	if realCluster() {
+		t.Skip("needs a kfake cluster with TLS")
+	}
+	serverTLS, caFile := selfSigned(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(serverTLS), kfake.SeedTopics(3, "tls-orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := New(ctx, Config{Brokers: c.ListenAddrs(), TLS: TLS{CAFile: caFile}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sinktest.Publish(t, s, sinktest.Batch("tls-orders", sinktest.Keys("tls", 3), 0))
+
+	// Without the CA the certificate does not verify.
+	ctx2, cancel2 := context.WithTimeout(ctx, time.Second)
+	defer cancel2()
+	if s2, err := New(ctx2, Config{Brokers: c.ListenAddrs(), TLS: TLS{Enabled: true}}, nil); err == nil {
+		s2.Close()
+		t.Fatal("connected to a self-signed broker without its CA")
+	}
 }

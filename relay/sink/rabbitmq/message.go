@@ -49,13 +49,13 @@ func reserved(name string) bool {
 
 // publishing builds the AMQP message for m: persistent, message_id = event
 // id, content_type = datacontenttype, type = event type, timestamp =
-// occurred_at, the CloudEvents attributes and the event's headers as
-// application properties (headers). The payload is not copied.
+// occurred_at, the CloudEvents attributes and the message's headers
+// (m.Headers) as application properties (headers). The payload is not copied.
 func publishing(m *relay.Message) amqp.Publishing {
 	e := m.Event
 	attrs := relay.CloudEvents(m)
-	h := make(amqp.Table, len(attrs)+len(e.Headers))
-	for k, v := range e.Headers {
+	h := make(amqp.Table, len(attrs)+len(m.Headers))
+	for k, v := range m.Headers {
 		if !reserved(k) {
 			h[k] = v
 		}

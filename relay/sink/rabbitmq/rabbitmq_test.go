@@ -297,3 +297,39 @@ func TestConfigAndSecrets(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestExchangeDeleted: an exchange deleted after the sink checked it closes
+// the channel (404) under the batch; that batch fails transiently and the
+// next one finds the exchange missing and fails permanently.
+func TestExchangeDeleted(t *testing.T) {
+	t.Parallel()
+	ch := admin(t)
+	ex := testutil.RandomName("outbox-test-ex-")
+	if err := ch.ExchangeDeclare(ex, amqp.ExchangeFanout, false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	dest := newQueue(t, "classic")
+	_, q := route(dest, "")
+	if err := ch.QueueBind(q, "", ex, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	s := newSink(t, Config{})
+	defer s.Close()
+	sinktest.Publish(t, s, sinktest.Batch(ex+"/", sinktest.Keys("exdel", 3), 0))
+	if err := ch.ExchangeDelete(ex, false, false); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	errs := s.Publish(ctx, sinktest.Batch(ex+"/", sinktest.Keys("exdel", 3), 1))
+	if len(errs) != 3 || errs[0] == nil || relay.Permanent(errs[0]) {
+		t.Fatalf("first Publish after the exchange went away = %v, want transient errors", errs)
+	}
+	t.Log(errs[0])
+	errs = s.Publish(ctx, sinktest.Batch(ex+"/", sinktest.Keys("exdel", 3), 2))
+	if len(errs) != 3 || !relay.Permanent(errs[0]) {
+		t.Fatalf("second Publish = %v, want permanent errors", errs)
+	}
+	t.Log(errs[0])
+	// The sink still works for other destinations.
+	sinktest.Publish(t, s, sinktest.Batch(dest, sinktest.Keys("exdel", 3), 3))
+}

@@ -164,8 +164,8 @@ func fields(m *relay.Message) []any {
 		f = append(f, a.Name, a.Value)
 	}
 	f = append(f, FieldContentType, e.ContentType)
-	if len(e.Headers) > 0 {
-		h, _ := json.Marshal(e.Headers) // a map[string]string always encodes
+	if len(m.Headers) > 0 {
+		h, _ := json.Marshal(m.Headers) // a map[string]string always encodes
 		f = append(f, FieldHeaders, h)
 	}
 	return append(f, FieldPayload, e.Payload)

@@ -2,12 +2,20 @@ package redis
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -161,6 +169,11 @@ func startServer(t testing.TB, args ...string) *server {
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
 	}, args...)
+	for i, a := range s.args {
+		if a == "--tls-port" { // TLS only: the TLS port is ours, the plain one off
+			s.args[2], s.args[i+1] = "0", strconv.Itoa(port)
+		}
+	}
 	s.start()
 	t.Cleanup(s.stop)
 	return s
@@ -306,5 +319,54 @@ func TestConfigAndSecrets(t *testing.T) {
 		} else if strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("%s: error shows the password: %v", tc.name, err)
 		}
+	}
+}
+
+// TestTLS runs a private redis-server with TLS only and a self-signed
+// certificate.
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "outbox test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+
+	srv := startServer(t, "--tls-port", "", "--tls-cert-file", certFile, "--tls-key-file", keyFile,
+		"--tls-ca-cert-file", certFile, "--tls-auth-clients", "no")
+	u := fmt.Sprintf("rediss://127.0.0.1:%d/0", srv.port)
+	s := newSink(t, Config{URL: u, TLS: TLS{CAFile: certFile}})
+	defer s.Close()
+	sinktest.Publish(t, s, sinktest.Batch("tls:orders", sinktest.Keys("tls", 3), 0))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if s2, err := New(ctx, Config{URL: u}, nil); err == nil {
+		s2.Close()
+		t.Fatal("connected to a self-signed server without its CA")
+	} else {
+		t.Log(err)
 	}
 }

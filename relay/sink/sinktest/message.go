@@ -14,13 +14,18 @@ const Source = "/outbox/sinktest"
 
 // NewMessage returns a message for dest with a new UUIDv7 event id, ordering
 // key "order:"+key, a small JSON payload naming key and seq, a W3C trace
-// context and one user header.
+// context and one user header (Message.Headers and Event.Headers are the
+// same map).
 func NewMessage(dest, key string, seq int) *relay.Message {
 	id, err := uuid.NewV7()
 	if err != nil {
 		panic(err)
 	}
 	now := time.Now().UTC()
+	headers := map[string]string{
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"x-sinktest":  fmt.Sprintf("%s/%d", key, seq),
+	}
 	return &relay.Message{
 		Event: &relay.Event{
 			ID:            id,
@@ -30,17 +35,15 @@ func NewMessage(dest, key string, seq int) *relay.Message {
 			SchemaVersion: "1.0",
 			Payload:       fmt.Appendf(nil, `{"key":%q,"seq":%d,"note":"sinktest payload with some padding to look like a real event"}`, key, seq),
 			ContentType:   "application/json",
-			Headers: map[string]string{
-				"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-				"x-sinktest":  fmt.Sprintf("%s/%d", key, seq),
-			},
-			OccurredAt: now.Add(-time.Second),
-			CreatedAt:  now,
-			CommitTime: now,
+			Headers:       headers,
+			OccurredAt:    now.Add(-time.Second),
+			CreatedAt:     now,
+			CommitTime:    now,
 		},
 		Route:       "sinktest",
 		Destination: dest,
 		Source:      Source,
+		Headers:     headers,
 		Attempt:     1,
 	}
 }

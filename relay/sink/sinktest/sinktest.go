@@ -119,4 +119,3 @@ func Run(t *testing.T, h Harness) {
 		testOutage(t, h)
 	})
 }
-

@@ -74,6 +74,7 @@ func index(msgs ...[]*relay.Message) map[string]*relay.Message {
 // CheckMessage reports every difference between what was published (m) and
 // what a consumer received (got): the event id, ordering key (when the
 // binding carries one), every CloudEvents attribute, content type, headers
+// (Message.Headers, which the relay may have given its own trace context)
 // and payload.
 func CheckMessage(t testing.TB, got Received, m *relay.Message) {
 	t.Helper()
@@ -100,7 +101,7 @@ func CheckMessage(t testing.TB, got Received, m *relay.Message) {
 	if got.ContentType != e.ContentType {
 		t.Errorf("%s: content type: got %q, want %q", e.ID, got.ContentType, e.ContentType)
 	}
-	for k, v := range e.Headers {
+	for k, v := range m.Headers {
 		if gv, ok := got.Headers[k]; !ok {
 			t.Errorf("%s: header %q missing (got %v)", e.ID, k, got.Headers)
 		} else if gv != v {
@@ -165,9 +166,17 @@ func testEnvelope(t *testing.T, h Harness) {
 	full.Event.TenantID = "acme"
 	full.Event.Headers["tracestate"] = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
 	full.Event.Headers["x-user-id"] = "alice"
+	// The relay sends Message.Headers: the event's headers with its own
+	// delivery span as the trace context.
+	full.Headers = map[string]string{
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01",
+		"tracestate":  "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+		"x-user-id":   "alice",
+	}
 
 	bare := NewMessage(dest, "env-2", 0)
 	bare.Event.Headers = nil
+	bare.Headers = nil
 	bare.Event.Payload = []byte{0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff, '\r', '\n'}
 	bare.Event.ContentType = "application/x-protobuf"
 	bare.Event.SchemaVersion = "2.3"
@@ -177,7 +186,7 @@ func testEnvelope(t *testing.T, h Harness) {
 	odd.Event.EventType = "order.line.added"
 	odd.Event.ContentType = "text/plain; charset=utf-8"
 	odd.Event.Payload = []byte("plain text, ünïcödé\n")
-	odd.Event.Headers["x-note"] = "a value with spaces, \"quotes\" and 100% ünïcödé"
+	odd.Headers["x-note"] = "a value with spaces, \"quotes\" and 100% ünïcödé"
 	odd.Event.OccurredAt = time.Date(2024, 2, 29, 23, 59, 59, 123456789, time.FixedZone("CET", 3600))
 
 	msgs := []*relay.Message{full, bare, odd}
