@@ -48,6 +48,11 @@ type DatabaseConfig struct {
 	// StandbyPoll is how often a standby relay tries to become active, and the
 	// active one checks its lock. Defaults to 1s.
 	StandbyPoll Duration `yaml:"standby_poll"`
+	// FailoverTimeout is how long PostgreSQL waits for an unresponsive active
+	// relay before it ends its connections, releasing the leader lock and the
+	// slot for a standby (TCP keepalives and tcp_user_timeout on the relay's
+	// lock and replication connections). Defaults to 10s.
+	FailoverTimeout Duration `yaml:"failover_timeout"`
 	// SampleInterval is how often the relay samples slot lag and the backlog
 	// (undelivered rows, oldest age) for its metrics. Defaults to 15s.
 	SampleInterval Duration `yaml:"sample_interval"`
@@ -515,6 +520,7 @@ func (c *Config) fill() {
 	if d.StandbyPoll == 0 {
 		d.StandbyPoll = Duration(time.Second)
 	}
+	d.FailoverTimeout = cmpOr(d.FailoverTimeout, Duration(10*time.Second))
 	d.SampleInterval = cmpOr(d.SampleInterval, Duration(15*time.Second))
 	d.LagWarnBytes = cmpOr(d.LagWarnBytes, int64(1<<30))
 	d.LagPageBytes = cmpOr(d.LagPageBytes, int64(8<<30))

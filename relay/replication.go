@@ -198,8 +198,13 @@ func (s *session) lead(ctx context.Context) error {
 	db := s.cfg.Database
 	id := lockID(db.Schema, db.Slot)
 	logged := false
+	ccfg, err := pgx.ParseConfig(db.URL)
+	if err != nil {
+		return fatal(fmt.Errorf("database.url: %w", redactErr(err, db.URL)))
+	}
+	setLiveness(ccfg.RuntimeParams, db.FailoverTimeout.D())
 	for {
-		conn, err := pgx.Connect(ctx, db.URL)
+		conn, err := pgx.ConnectConfig(ctx, ccfg)
 		if err != nil {
 			return fmt.Errorf("connect for the leader lock: %w", err)
 		}
@@ -267,6 +272,7 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 		return 0, nil, fatal(fmt.Errorf("database.url: %w", redactErr(err, db.URL)))
 	}
 	rcfg.RuntimeParams["replication"] = "database"
+	setLiveness(rcfg.RuntimeParams, db.FailoverTimeout.D())
 	rcfg.RuntimeParams["application_name"] = "outbox-relay"
 	s.repl, err = pgconn.ConnectConfig(ctx, rcfg)
 	if err != nil {
@@ -669,6 +675,16 @@ func (s *session) drain(cause error) error {
 		return cause
 	}
 	return nil
+}
+
+// setLiveness makes PostgreSQL notice a vanished relay within about timeout
+// and end its backend, releasing the leader lock and the slot.
+func setLiveness(params map[string]string, timeout time.Duration) {
+	secs := max(1, int(timeout.Seconds()))
+	params["tcp_user_timeout"] = fmt.Sprint(timeout.Milliseconds())
+	params["tcp_keepalives_idle"] = fmt.Sprint(max(1, secs/3))
+	params["tcp_keepalives_interval"] = fmt.Sprint(max(1, secs/6))
+	params["tcp_keepalives_count"] = "3"
 }
 
 // redactErr replaces a DSN's password in an error message.

@@ -128,7 +128,12 @@ type Outbox struct {
 // if a relay created it) when the test ends.
 func NewOutbox(t testing.TB) *Outbox {
 	t.Helper()
-	dsn := DatabaseURL(t)
+	return NewOutboxAt(t, DatabaseURL(t))
+}
+
+// NewOutboxAt is NewOutbox in the database at dsn (a private cluster, say).
+func NewOutboxAt(t testing.TB, dsn string) *Outbox {
+	t.Helper()
 	name := RandomName("t_")
 	o := &Outbox{DatabaseURL: dsn, Schema: name, Publication: name + "_pub", Slot: name + "_slot"}
 	ctx := context.Background()
