@@ -23,6 +23,29 @@ import (
 
 var outboxBin string
 
+// plainBin is the binary built without -race, for tests that measure speed
+// or memory; it is built on first use.
+var (
+	plainBinOnce sync.Once
+	plainBinPath string
+	plainBinErr  error
+)
+
+func plainBin(t *testing.T) string {
+	t.Helper()
+	plainBinOnce.Do(func() {
+		plainBinPath = outboxBin + "-plain"
+		out, err := exec.Command("go", "build", "-o", plainBinPath, "../cmd/outbox").CombinedOutput()
+		if err != nil {
+			plainBinErr = fmt.Errorf("%v\n%s", err, out)
+		}
+	})
+	if plainBinErr != nil {
+		t.Fatalf("building outbox: %v", plainBinErr)
+	}
+	return plainBinPath
+}
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "outbox-e2e-")
 	if err != nil {

@@ -163,7 +163,7 @@ func (s *Sink) shutdown() error {
 
 // Publish sends msgs in one WriteMessages call and returns nil when every
 // message was acknowledged (with Config.RequiredAcks), else one result per
-// message. See the package doc for how errors are classified.
+// message. Errors are classified as docs/sinks.md describes (see classify).
 func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 	if len(msgs) == 0 {
 		return nil
@@ -172,6 +172,11 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 		return relay.AllFailed(len(msgs), ErrClosed)
 	}
 	defer s.inflight.Done()
+	if err := ctx.Err(); err != nil {
+		// Send nothing: a write started now could land after we report
+		// it failed.
+		return relay.AllFailed(len(msgs), fmt.Errorf("kafka: publish: %w", err))
+	}
 
 	b := &batch{errs: make([]error, len(msgs))}
 	kms := make([]kafkago.Message, 0, len(msgs))

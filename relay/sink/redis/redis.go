@@ -118,6 +118,11 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 		return relay.AllFailed(len(msgs), ErrClosed)
 	}
 	defer s.inflight.Done()
+	if err := ctx.Err(); err != nil {
+		// Send nothing: a write started now could land after we report
+		// it failed.
+		return relay.AllFailed(len(msgs), fmt.Errorf("redis: publish: %w", err))
+	}
 
 	errs := make([]error, len(msgs))
 	cmds := make([]*goredis.StringCmd, len(msgs))
