@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -203,10 +204,20 @@ func FromNATS(header map[string][]string, data []byte) (Envelope, error) {
 		v := vs[0]
 		lk := strings.ToLower(k)
 		switch {
+		case lk == "ce-datacontenttype":
+			if dv, err := url.PathUnescape(v); err == nil {
+				b.contentType = dv
+			}
 		case strings.HasPrefix(lk, "ce-"):
+			// The NATS binding percent-encodes attribute values.
+			if dv, err := url.PathUnescape(v); err == nil {
+				v = dv
+			}
 			b.attrs[lk[3:]] = v
 		case lk == "content-type":
-			b.contentType = v
+			if b.contentType == "" {
+				b.contentType = v
+			}
 		case lk == "nats-msg-id":
 			b.msgID = v
 		case strings.HasPrefix(lk, "nats-"):

@@ -222,10 +222,39 @@ func Message(m *relay.Message) *nats.Msg {
 		h[k] = []string{v}
 	}
 	for _, a := range relay.CloudEvents(m) {
-		h["ce-"+a.Name] = []string{a.Value}
+		h["ce-"+a.Name] = []string{PercentEncode(a.Value)}
 	}
+	// The binding carries datacontenttype as ce-datacontenttype; content-type
+	// is added for consumers that do not speak CloudEvents.
+	h["ce-datacontenttype"] = []string{PercentEncode(e.ContentType)}
 	h["content-type"] = []string{e.ContentType}
 	return &nats.Msg{Subject: m.Destination, Data: e.Payload, Header: h}
+}
+
+// PercentEncode encodes a CloudEvents attribute value for a NATS header as the
+// binding requires: space, '"', '%' and every byte outside printable ASCII
+// become %XX (of the UTF-8 bytes). Most values pass through unchanged.
+func PercentEncode(v string) string {
+	clean := true
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '%' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return v
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(v)+16)
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '%' {
+			b = append(b, '%', hex[c>>4], hex[c&15])
+		} else {
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
 
 // Publish sends the batch asynchronously and waits for every acknowledgement.

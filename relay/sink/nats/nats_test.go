@@ -1,0 +1,174 @@
+package nats
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/outboxrelay/outbox/internal/tcpproxy"
+	"github.com/outboxrelay/outbox/internal/testutil"
+	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink/sinktest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fixture is one JetStream stream taking every subject under prefix.
+type fixture struct {
+	url, stream, prefix string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{url: testutil.NATSURL(t), stream: strings.ToUpper(testutil.RandomName("SINK_")), prefix: testutil.RandomName("sink")}
+	t.Cleanup(func() {
+		nc, err := nats.Connect(f.url)
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		js.DeleteStream(context.Background(), f.stream)
+	})
+	return f
+}
+
+func (f *fixture) sink(t testing.TB, url string, timeout time.Duration) *Sink {
+	t.Helper()
+	s, err := New(context.Background(), Config{URL: url, Stream: f.stream, Subjects: []string{f.prefix + ".>"}, PublishTimeout: relay.Duration(timeout)},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (f *fixture) consume(ctx context.Context, t *testing.T, dest string, min int) []sinktest.Received {
+	t.Helper()
+	nc, err := nats.Connect(f.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	cons, err := js.OrderedConsumer(ctx, f.stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{dest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []sinktest.Received
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(200*time.Millisecond))
+		if err != nil {
+			break
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			out = append(out, received(m.Headers(), m.Data()))
+		}
+		if n == 0 && len(out) >= min {
+			break
+		}
+	}
+	return out
+}
+
+func received(h nats.Header, data []byte) sinktest.Received {
+	got := sinktest.Received{Attributes: map[string]string{}, Headers: map[string]string{}, Payload: data}
+	for k, vs := range h {
+		v := vs[0]
+		switch {
+		case k == "Nats-Msg-Id":
+			got.ID = v
+		case k == "ce-datacontenttype":
+			got.ContentType, _ = url.PathUnescape(v)
+		case strings.HasPrefix(k, "ce-"):
+			dv, _ := url.PathUnescape(v)
+			got.Attributes[k[3:]] = dv
+		case k == "content-type" || strings.HasPrefix(k, "Nats-"):
+		default:
+			got.Headers[k] = v
+		}
+	}
+	return got
+}
+
+func TestContract(t *testing.T) {
+	f := newFixture(t)
+	sinktest.Run(t, sinktest.Harness{
+		New:         func(t *testing.T) relay.Sink { return f.sink(t, f.url, 10*time.Second) },
+		Destination: func(t *testing.T) string { return f.prefix + "." + testutil.RandomName("d") },
+		Consume:     f.consume,
+		Permanent: []sinktest.PermanentCase{
+			{Name: "NoStreamForSubject", Break: func(t *testing.T, m *relay.Message) {
+				m.Destination = testutil.RandomName("nostream") + ".x"
+			}},
+			{Name: "TooLarge", Break: func(t *testing.T, m *relay.Message) {
+				ev := *m.Event
+				ev.Payload = make([]byte, 2<<20) // over the server's max_payload (1 MiB)
+				m.Event = &ev
+			}},
+		},
+		Outage: func(t *testing.T) sinktest.Outage {
+			u, _ := url.Parse(f.url)
+			p, err := tcpproxy.New(u.Host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { p.Close() })
+			return sinktest.Outage{
+				Sink:        f.sink(t, "nats://"+p.Addr(), 2*time.Second),
+				Destination: f.prefix + "." + testutil.RandomName("outage"),
+				Cut:         p.Cut,
+				Restore:     p.Restore,
+			}
+		},
+	})
+}
+
+func TestPercentEncode(t *testing.T) {
+	for in, want := range map[string]string{
+		"order.created": "order.created",
+		"a b":           "a%20b",
+		`"q"`:           "%22q%22",
+		"50%":           "50%25",
+		"café":          "caf%C3%A9",
+	} {
+		if got := PercentEncode(in); got != want {
+			t.Errorf("PercentEncode(%q) = %q, want %q", in, got, want)
+		}
+		if back, _ := url.PathUnescape(PercentEncode(in)); back != in {
+			t.Errorf("round trip of %q gave %q", in, back)
+		}
+	}
+}
+
+func TestSubjectsFor(t *testing.T) {
+	var ds []*relay.Destination
+	for _, s := range []string{"orders.{{.EventType}}", "audit", "{{.AggregateType}}.x", "orders.{{.AggregateID}}"} {
+		d, err := relay.ParseDestination(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	if got := strings.Join(SubjectsFor(ds), " "); got != "orders.> audit >" {
+		t.Errorf("SubjectsFor = %q", got)
+	}
+}
+
+func BenchmarkMessage(b *testing.B) {
+	m := sinktest.NewMessage("orders.created", "order:1", 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		Message(m)
+	}
+}

@@ -1,0 +1,105 @@
+package stdout
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outboxrelay/outbox/internal/testutil"
+	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink/sinktest"
+)
+
+// shared is the writer every sink of the test writes to.
+type shared struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *shared) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *shared) lines() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Split(strings.TrimSpace(s.b.String()), "\n")
+}
+
+func TestContract(t *testing.T) {
+	out := &shared{}
+	sinktest.Run(t, sinktest.Harness{
+		New:         func(t *testing.T) relay.Sink { return New(out, Config{}) },
+		Destination: func(t *testing.T) string { return testutil.RandomName("d") },
+		Consume: func(ctx context.Context, t *testing.T, dest string, min int) []sinktest.Received {
+			for {
+				var got []sinktest.Received
+				for _, line := range out.lines() {
+					if line == "" {
+						continue
+					}
+					var l Line
+					if err := json.Unmarshal([]byte(line), &l); err != nil {
+						t.Fatalf("not a JSON line: %q: %v", line, err)
+					}
+					if l.Destination != dest {
+						continue
+					}
+					r := sinktest.Received{ID: l.ID, ContentType: l.DataContentType, Headers: l.Headers,
+						Attributes: map[string]string{"specversion": l.SpecVersion, "id": l.ID, "source": l.Source, "type": l.Type,
+							"subject": l.Subject, "time": l.Time, "aggregatetype": l.AggregateType, "schemaversion": l.SchemaVersion}}
+					if l.TenantID != "" {
+						r.Attributes["tenantid"] = l.TenantID
+					}
+					if r.Headers == nil {
+						r.Headers = map[string]string{}
+					}
+					if l.Data != nil {
+						r.Payload = l.Data
+					} else {
+						r.Payload = l.DataBase64
+					}
+					got = append(got, r)
+				}
+				if len(got) >= min || ctx.Err() != nil {
+					return got
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		},
+	})
+}
+
+func TestLineFormat(t *testing.T) {
+	var b bytes.Buffer
+	s := New(&b, Config{})
+	m := sinktest.NewMessage("dest", "k:1", 1)
+	m.Event.Payload = []byte{0xff, 0x00}
+	m.Event.ContentType = "application/octet-stream"
+	if errs := s.Publish(context.Background(), []*relay.Message{m}); errs != nil {
+		t.Fatal(errs)
+	}
+	sc := bufio.NewScanner(&b)
+	if !sc.Scan() {
+		t.Fatal("no line")
+	}
+	var l map[string]any
+	if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+		t.Fatal(err)
+	}
+	if l["data_base64"] != base64.StdEncoding.EncodeToString([]byte{0xff, 0x00}) || l["data"] != nil {
+		t.Errorf("binary payload: %v", l)
+	}
+	s.Close()
+	if errs := s.Publish(context.Background(), []*relay.Message{m}); errs == nil || relay.Permanent(errs[0]) {
+		t.Errorf("publish after close: %v, want a transient error", errs)
+	}
+}
