@@ -36,6 +36,13 @@ func (w *workload) total() int {
 // keys, so the commit order per key is the order the writer committed in.
 func writeWorkload(t *testing.T, o *testutil.Outbox, writers, target int) *workload {
 	t.Helper()
+	return writeWorkloadTagged(t, o, writers, target, "w")
+}
+
+// writeWorkloadTagged is writeWorkload with its order ids and keys prefixed by
+// tag, so that several workloads can write to one outbox.
+func writeWorkloadTagged(t *testing.T, o *testutil.Outbox, writers, target int, tag string) *workload {
+	t.Helper()
 	ctx := context.Background()
 	if _, err := o.Pool.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+o.Schema+".orders (id text PRIMARY KEY, total int)"); err != nil {
 		t.Fatal(err)
@@ -61,13 +68,13 @@ func writeWorkload(t *testing.T, o *testutil.Outbox, writers, target int) *workl
 					}
 					defer tx.Rollback(ctx)
 					seq++
-					if _, err := tx.Exec(ctx, "INSERT INTO "+o.Schema+".orders VALUES ($1, $2)", fmt.Sprintf("w%d-%d", wr, seq), seq); err != nil {
+					if _, err := tx.Exec(ctx, "INSERT INTO "+o.Schema+".orders VALUES ($1, $2)", fmt.Sprintf("%s%d-%d", tag, wr, seq), seq); err != nil {
 						return err
 					}
 					n := 1 + rng.IntN(3)
 					var ids, keys []string
 					for i := range n {
-						key := fmt.Sprintf("w%d-k%d", wr, rng.IntN(10))
+						key := fmt.Sprintf("%s%d-k%d", tag, wr, rng.IntN(10))
 						payload, _ := json.Marshal(map[string]any{"writer": wr, "seq": seq, "i": i})
 						ev := &sdk.Event{AggregateType: "order", AggregateID: key, EventType: "order.updated", Payload: payload}
 						if err := sw.Write(ctx, tx, ev); err != nil {

@@ -8,7 +8,10 @@ import (
 	"slices"
 
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink/kafka"
 	natssink "github.com/outboxrelay/outbox/relay/sink/nats"
+	"github.com/outboxrelay/outbox/relay/sink/rabbitmq"
+	redissink "github.com/outboxrelay/outbox/relay/sink/redis"
 	"github.com/outboxrelay/outbox/relay/sink/stdout"
 )
 
@@ -21,7 +24,27 @@ type sinkType struct {
 	build func(ctx context.Context, sc *relay.SinkConfig, dests []*relay.Destination, logger *slog.Logger) (relay.Sink, error)
 }
 
+// plainSink is a sinkType for a sink whose config needs nothing from the routes.
+func plainSink[C any, S relay.Sink](newSink func(context.Context, C, *slog.Logger) (S, error)) sinkType {
+	return sinkType{
+		check: func(sc *relay.SinkConfig) error {
+			var c C
+			return sc.Decode(&c)
+		},
+		build: func(ctx context.Context, sc *relay.SinkConfig, _ []*relay.Destination, logger *slog.Logger) (relay.Sink, error) {
+			var c C
+			if err := sc.Decode(&c); err != nil {
+				return nil, err
+			}
+			return newSink(ctx, c, logger)
+		},
+	}
+}
+
 var sinkTypes = map[string]sinkType{
+	"kafka":    plainSink(kafka.New),
+	"rabbitmq": plainSink(rabbitmq.New),
+	"redis":    plainSink(redissink.New),
 	"nats": {
 		check: func(sc *relay.SinkConfig) error {
 			var c natssink.Config
