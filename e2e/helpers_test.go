@@ -218,16 +218,18 @@ routes:
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		nc, err := nats.Connect(natsURL)
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		js.DeleteStream(context.Background(), stream)
-	})
+	t.Cleanup(func() { deleteStream(t, stream) })
 	return path, stream, prefix
+}
+
+func deleteStream(t *testing.T, stream string) {
+	nc, err := nats.Connect(testutil.NATSURL(t))
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	js.DeleteStream(context.Background(), stream)
 }
 
 // received is one message read back from JetStream.

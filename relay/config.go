@@ -100,7 +100,8 @@ type DeliveryConfig struct {
 	// MarkBatch is the most rows marked in one statement. Defaults to 2000.
 	MarkBatch int `yaml:"mark_batch"`
 	// StatusInterval is how often the relay reports its position to
-	// PostgreSQL. Defaults to 1s.
+	// PostgreSQL. A shorter interval means fewer events sent again after a
+	// crash. Defaults to 250ms.
 	StatusInterval Duration `yaml:"status_interval"`
 }
 
@@ -535,7 +536,7 @@ func (c *Config) fill() {
 	dl.BatchesInFlight = cmpOr(dl.BatchesInFlight, 4)
 	dl.MarkInterval = cmpOr(dl.MarkInterval, Duration(50*time.Millisecond))
 	dl.MarkBatch = cmpOr(dl.MarkBatch, 2000)
-	dl.StatusInterval = cmpOr(dl.StatusInterval, Duration(time.Second))
+	dl.StatusInterval = cmpOr(dl.StatusInterval, Duration(250*time.Millisecond))
 	for i := range c.Routes {
 		c.Routes[i].Retry.fill()
 	}
