@@ -11,6 +11,9 @@ help: ## list the targets
 demo: ## quick start: throwaway PostgreSQL, migrations, relay, sample transactions (ends by itself)
 	@scripts/demo.sh
 
+demo-orders: ## example orders service -> relay -> NATS -> consumer with the inbox (ends by itself)
+	@scripts/demo-orders.sh
+
 build: ## build bin/outbox
 	$(GO) build -o bin/outbox ./cmd/outbox
 
