@@ -25,12 +25,26 @@ test-short: services-up ## the tests without -race, faster
 	@set -a; eval "$$(scripts/services.sh env)"; set +a; \
 	OUTBOX_TEST_REQUIRE_SERVICES=1 $(GO) test -count=1 -timeout 30m $(PKGS)
 
+fuzz: ## run each fuzz target briefly (FUZZTIME, default 10s each)
+	@for t in FuzzParseConfig FuzzDestination FuzzDecodeInsert; do \
+		echo "fuzz $$t"; $(GO) test ./relay -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-10s} || exit 1; \
+	done
+
+chaos: services-up ## the chaos test for longer (CHAOS_SECONDS, default 300)
+	@set -a; eval "$$(scripts/services.sh env)"; set +a; \
+	OUTBOX_CHAOS_SECONDS=$${CHAOS_SECONDS:-300} OUTBOX_TEST_REQUIRE_SERVICES=1 $(GO) test -count=1 -timeout 60m -run 'TestChaos' -v ./e2e
+
 vet: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
+
+bench: services-up ## measure SDK and relay (own throwaway PostgreSQL, fsync on) against every sink; one table (BENCH_FLAGS=--help for options)
+	$(GO) build -o bin/outbox-bench ./cmd/outbox-bench
+	@set -a; eval "$$(scripts/services.sh env)"; set +a; \
+	bin/outbox-bench $(BENCH_FLAGS)
 
 services-up: ## start (or find) the throwaway PostgreSQL and the brokers
 	@scripts/services.sh up

@@ -22,6 +22,15 @@ func writeFile(t *testing.T, body string) string {
 	return p
 }
 
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 const goodTail = `
 sinks:
   - name: bus

@@ -208,12 +208,13 @@ sinks:
     type: nats
     url: %s
     stream: %s
+    subjects: ["%s.>"]
 routes:
   - name: all
     match: "*"
     sink: bus
     destination: "%s.{{.AggregateType}}.{{.EventType}}"
-%s`, o.DatabaseURL, o.Schema, o.Slot, o.Publication, natsURL, stream, prefix, extra)
+%s`, o.DatabaseURL, o.Schema, o.Slot, o.Publication, natsURL, stream, prefix, prefix, extra)
 	path = filepath.Join(t.TempDir(), "relay.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -48,6 +48,11 @@ type DatabaseConfig struct {
 	// StandbyPoll is how often a standby relay tries to become active, and the
 	// active one checks its lock. Defaults to 1s.
 	StandbyPoll Duration `yaml:"standby_poll"`
+	// FailoverSlot creates the slot with FAILOVER true (PostgreSQL 17 and
+	// later), so that a physical standby with sync_replication_slots = on keeps
+	// it and the relay resumes on the promoted standby without a new snapshot.
+	// Defaults to false.
+	FailoverSlot bool `yaml:"failover_slot"`
 	// FailoverTimeout is how long PostgreSQL waits for an unresponsive active
 	// relay before it ends its connections, releasing the leader lock and the
 	// slot for a standby (TCP keepalives and tcp_user_timeout on the relay's

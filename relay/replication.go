@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -338,8 +339,20 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 	if err != nil {
 		return 0, nil, fmt.Errorf("record slot state: %w", err)
 	}
-	res, err := pglogrepl.CreateReplicationSlot(ctx, s.repl, db.Slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	var res pglogrepl.CreateReplicationSlotResult
+	if db.FailoverSlot {
+		ver := s.repl.ParameterStatus("server_version")
+		major, _ := strconv.Atoi(strings.SplitN(ver, ".", 2)[0])
+		if major < 17 {
+			return 0, nil, fatal(fmt.Errorf("database.failover_slot needs PostgreSQL 17 or later (this server is %s): remove it, or upgrade", s.repl.ParameterStatus("server_version")))
+		}
+		// The new syntax (PostgreSQL 15+) is the only one that takes FAILOVER.
+		res, err = pglogrepl.ParseCreateReplicationSlot(s.repl.Exec(ctx,
+			fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER true)", pgident.Quote(db.Slot))))
+	} else {
+		res, err = pglogrepl.CreateReplicationSlot(ctx, s.repl, db.Slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	}
 	if err != nil {
 		return 0, nil, fmt.Errorf("create replication slot %s: %w", db.Slot, err)
 	}

@@ -2,11 +2,13 @@ package relay_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,5 +92,31 @@ func TestIdleOutboxDoesNotPinWAL(t *testing.T) {
 	}
 	if maxFlushLag > 64<<20 {
 		t.Errorf("confirmed position fell %d MiB behind while the outbox was idle", maxFlushLag>>20)
+	}
+}
+
+func TestFailoverSlotNeedsPostgres17(t *testing.T) {
+	t.Parallel()
+	o := testutil.NewOutbox(t)
+	var ver int
+	o.Pool.QueryRow(context.Background(), "SELECT current_setting('server_version_num')::int").Scan(&ver)
+	if ver >= 170000 {
+		t.Skip("this server has failover slots")
+	}
+	cfg, err := relay.ParseConfig([]byte(fmt.Sprintf("database: {url: '%s', schema: %s, slot: %s, publication: %s, failover_slot: true}\nsinks: [{name: out, type: stdout}]\ndefault_route: {sink: out, destination: x}\n",
+		o.DatabaseURL, o.Schema, o.Slot, o.Publication)), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := relay.New(cfg, map[string]relay.Sink{"out": stdout.New(io.Discard, stdout.Config{})}, &relay.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = r.Run(ctx)
+	var fe *relay.FatalError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "PostgreSQL 17") {
+		t.Fatalf("Run: %v, want a fatal error saying failover slots need PostgreSQL 17", err)
 	}
 }
