@@ -55,31 +55,41 @@ func reachable(rawURL, defPort string) error {
 	return c.Close()
 }
 
-func serviceURL(t testing.TB, service, env, def, defPort string) string {
+// serviceURL finds a service: its environment variable, else its usual
+// localhost address when something answers there, else a container
+// (testcontainers-go) when a Docker engine answers, else it skips (or fails).
+func serviceURL(t testing.TB, service, env, def, defPort, container string) string {
 	t.Helper()
-	u := os.Getenv(env)
-	if u == "" {
-		u = def
+	if u := os.Getenv(env); u != "" {
+		if err := reachable(u, defPort); err != nil {
+			missing(t, service, env, err)
+		}
+		return u
 	}
-	if err := reachable(u, defPort); err != nil {
-		missing(t, service, env, err)
+	err := reachable(def, defPort)
+	if err == nil {
+		return def
+	}
+	u, cerr := fromContainer(container)
+	if cerr != nil {
+		missing(t, service, env, fmt.Errorf("%v; %v", err, cerr))
 	}
 	return u
 }
 
 // NATSURL returns the URL of a NATS server with JetStream.
 func NATSURL(t testing.TB) string {
-	return serviceURL(t, "NATS", "OUTBOX_TEST_NATS_URL", "nats://127.0.0.1:4222", "4222")
+	return serviceURL(t, "NATS", "OUTBOX_TEST_NATS_URL", "nats://127.0.0.1:4222", "4222", "nats")
 }
 
 // AMQPURL returns the URL of a RabbitMQ server.
 func AMQPURL(t testing.TB) string {
-	return serviceURL(t, "RabbitMQ", "OUTBOX_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "5672")
+	return serviceURL(t, "RabbitMQ", "OUTBOX_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "5672", "rabbitmq")
 }
 
 // RedisURL returns the URL of a Redis server.
 func RedisURL(t testing.TB) string {
-	return serviceURL(t, "Redis", "OUTBOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", "6379")
+	return serviceURL(t, "Redis", "OUTBOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", "6379", "redis")
 }
 
 // DatabaseURL returns the URL of a PostgreSQL database with wal_level=logical.
@@ -87,7 +97,13 @@ func DatabaseURL(t testing.TB) string {
 	t.Helper()
 	u := os.Getenv("OUTBOX_TEST_DATABASE_URL")
 	if u == "" {
-		missing(t, "PostgreSQL", "OUTBOX_TEST_DATABASE_URL", fmt.Errorf("OUTBOX_TEST_DATABASE_URL is not set"))
+		// The machine's own PostgreSQL rarely runs with wal_level=logical, so
+		// there is no localhost default: a container, or skip.
+		cu, err := fromContainer("postgres")
+		if err != nil {
+			missing(t, "PostgreSQL", "OUTBOX_TEST_DATABASE_URL", fmt.Errorf("OUTBOX_TEST_DATABASE_URL is not set; %v", err))
+		}
+		u = cu
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
