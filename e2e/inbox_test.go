@@ -25,12 +25,14 @@ func TestMigrateInbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
 	schema, viaSQL := testutil.RandomName("consumer_"), testutil.RandomName("consumer_")
 	t.Cleanup(func() {
 		for _, s := range []string{schema, viaSQL} {
-			pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+s+" CASCADE")
+			if _, err := pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+s+" CASCADE"); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
 		}
+		pool.Close()
 	})
 
 	res := run(t, nil, "migrate", "inbox", "up", "--database-url", dsn, "--schema", schema)

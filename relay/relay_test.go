@@ -332,7 +332,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	for time.Now().Before(deadline) {
 		body = scrape(t, b.reg)
 		lag = metricValue(body, "outbox_slot_lag_bytes")
-		if lag >= 0 && lag < 16<<20 && metricValue(body, "outbox_events_in_flight") == 0 {
+		if lag >= 0 && lag < 16<<20 && metricValue(body, "outbox_events_in_flight") == 0 && metricValue(body, "outbox_backlog_events") == 0 {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -41,6 +42,69 @@ type session struct {
 	table    string // quoted schema.events
 	routes   []*Route
 	serverAt pglogrepl.LSN
+	catchup  *catchup // non-nil while resuming: skip rows already marked delivered
+}
+
+// catchup: after a restart the slot sends again every transaction after its
+// confirmed position, including events the previous session had already
+// delivered and marked but not yet confirmed. While resuming, the relay looks
+// their rows up, a batch at a time, and skips those already marked delivered
+// (with on_delivered: mark; a deleted row cannot be told from one not yet
+// visible, so delete mode skips nothing). Catch-up ends with the first batch
+// in which no row was marked. It cuts the duplicates a crash causes; it is not
+// needed for correctness.
+type catchup struct {
+	buf     []pendingEvent
+	skipped int
+}
+
+type pendingEvent struct {
+	ev  *Event
+	txn *Txn
+}
+
+const catchupBatch = 500
+
+func (s *session) flushCatchup(ctx context.Context, keepalive func() error) error {
+	c := s.catchup
+	if len(c.buf) == 0 {
+		return nil
+	}
+	ids := make([]uuid.UUID, len(c.buf))
+	for i, p := range c.buf {
+		ids[i] = p.ev.ID
+	}
+	marked := map[uuid.UUID]bool{}
+	rows, err := s.pool.Query(ctx, `SELECT id FROM `+s.table+` WHERE id = ANY($1) AND delivered_at IS NOT NULL`, ids)
+	if err == nil {
+		var id uuid.UUID
+		_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+			marked[id] = true
+			return nil
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("resume: look up delivered rows: %w", err)
+	}
+	buf := c.buf
+	c.buf = nil
+	if len(marked) == 0 {
+		s.catchup = nil
+		s.logger.Info("resumed: caught up with what the previous session delivered", "skipped_already_delivered", c.skipped)
+	}
+	for _, p := range buf {
+		if marked[p.ev.ID] {
+			c.skipped++
+			p.txn.Done()
+			continue
+		}
+		if err := s.submitCounted(ctx, p.txn, p.ev, keepalive, true); err != nil {
+			// The rest stay counted and unfinished: the position cannot move
+			// past them, and the next session reads them again.
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *session) run(ctx context.Context) (err error) {
@@ -127,7 +191,7 @@ func (s *session) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	if err := s.stream(sctx, start); err != nil {
+	if err := s.stream(sctx, start, snapshot == nil); err != nil {
 		return err
 	}
 	return nil
@@ -453,9 +517,18 @@ func (s *session) backfill(ctx context.Context, tx pgx.Tx) error {
 // max_pending events are already in the pipeline. While it waits it keeps
 // reporting the position (keepalive) so PostgreSQL does not time the stream out.
 func (s *session) submit(ctx context.Context, txn *Txn, ev *Event, keepalive func() error) error {
+	return s.submitCounted(ctx, txn, ev, keepalive, false)
+}
+
+// submitCounted is submit for an event that may already be counted in its
+// transaction (added).
+func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepalive func() error, added bool) error {
 	s.r.metrics.eventRead()
 	s.routes = s.r.router.Match(s.routes[:0], ev)
 	if len(s.routes) == 0 {
+		if added {
+			txn.Done()
+		}
 		s.r.metrics.eventDropped()
 		s.logger.Info("event matched no route and was dropped (default_route: {drop: true})",
 			"event_id", ev.ID.String(), "event_type", ev.EventType, "aggregate_type", ev.AggregateType)
@@ -474,7 +547,9 @@ func (s *session) submit(ctx context.Context, txn *Txn, ev *Event, keepalive fun
 		}
 		it.ds = append(it.ds, dl)
 	}
-	txn.Add(1)
+	if !added {
+		txn.Add(1)
+	}
 	var tick <-chan time.Time
 	if keepalive != nil {
 		t := time.NewTicker(s.cfg.Delivery.StatusInterval.D())
@@ -509,7 +584,7 @@ func (s *session) submit(ctx context.Context, txn *Txn, ev *Event, keepalive fun
 
 // stream reads the slot from start and feeds inserts into the pipeline until
 // ctx is done; then it drains the pipeline and confirms its final position.
-func (s *session) stream(ctx context.Context, start pglogrepl.LSN) error {
+func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool) error {
 	db := s.cfg.Database
 	args := []string{
 		"proto_version '1'",
@@ -531,6 +606,9 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN) error {
 	s.logger.Info("streaming started", "slot", db.Slot, "publication", db.Publication, "from", start.String())
 	s.rels = map[uint32]*relationMap{}
 	s.serverAt = start
+	if resumed && s.cfg.Delivery.OnDelivered == "mark" {
+		s.catchup = &catchup{}
+	}
 
 	interval := s.cfg.Delivery.StatusInterval.D()
 	next := time.Now().Add(interval)
@@ -554,6 +632,11 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN) error {
 		raw, err := s.repl.ReceiveMessage(rctx)
 		cancel()
 		if err != nil {
+			if pgconn.Timeout(err) && s.catchup != nil && ctx.Err() == nil {
+				if err := s.flushCatchup(ctx, keepalive); err != nil && ctx.Err() == nil {
+					return err
+				}
+			}
 			if pgconn.Timeout(err) || ctx.Err() != nil {
 				continue
 			}
@@ -641,6 +724,19 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN) error {
 				ev := &Event{CommitTime: commitTime, CommitLSN: commitLSN}
 				if err := decodeInsert(buf, s.rels, ev); err != nil {
 					return fmt.Errorf("replication stream at %s: %w", xld.WALStart, err)
+				}
+				if s.catchup != nil {
+					txn.Add(1) // held open until the check below
+					s.catchup.buf = append(s.catchup.buf, pendingEvent{ev: ev, txn: txn})
+					if len(s.catchup.buf) >= catchupBatch {
+						if err := s.flushCatchup(ctx, keepalive); err != nil {
+							if ctx.Err() != nil {
+								continue
+							}
+							return err
+						}
+					}
+					continue
 				}
 				if err := s.submit(ctx, txn, ev, keepalive); err != nil {
 					if ctx.Err() != nil {

@@ -112,7 +112,7 @@ func (a *app) rootCmd() *cobra.Command {
 	})
 	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "", "log format: json or text (default from the config, else json)")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "", "log level: debug, info, warn, error (default from the config, else info)")
-	root.AddCommand(a.migrateCmd(), a.relayCmd(), a.configCmd())
+	root.AddCommand(a.migrateCmd(), a.relayCmd(), a.configCmd(), a.dlqCmd(), a.statusCmd(), a.pruneCmd(), a.eventsCmd())
 	return root
 }
 

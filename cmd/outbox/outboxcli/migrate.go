@@ -185,7 +185,7 @@ func (a *app) migrateCmd() *cobra.Command {
 		},
 	}
 	sqlCmd.Flags().BoolVar(&sqlDown, "down", false, "print the down migrations instead")
-	cmd.AddCommand(up, down, status, sqlCmd)
+	cmd.AddCommand(up, down, status, sqlCmd, a.migrateInboxCmd())
 	return cmd
 }
 

@@ -6,7 +6,10 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -43,7 +46,34 @@ func tracerProvider(ctx context.Context, logger *slog.Logger) (trace.TracerProvi
 	if err != nil {
 		return nil, nil, fmt.Errorf("OpenTelemetry resource: %w", err)
 	}
+	otel.SetErrorHandler(&otelErrorLog{logger: logger})
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	logger.Info("tracing on: exporting spans over OTLP/HTTP")
 	return tp, tp.Shutdown, nil
+}
+
+// otelErrorLog sends OpenTelemetry's errors (a collector that cannot be
+// reached, say) to the relay's logger instead of the standard library's log
+// package, so that every line stays JSON. An export fails every few seconds
+// while the collector is away: a changed error is logged at once, the same
+// one at most once a minute, with the number left out.
+type otelErrorLog struct {
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	last     string
+	lastAt   time.Time
+	repeated int
+}
+
+func (h *otelErrorLog) Handle(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	msg := err.Error()
+	if msg == h.last && time.Since(h.lastAt) < time.Minute {
+		h.repeated++
+		return
+	}
+	h.logger.Warn("tracing: exporting spans failed; spans are dropped until the collector answers", "error", msg, "repeated", h.repeated)
+	h.last, h.lastAt, h.repeated = msg, time.Now(), 0
 }

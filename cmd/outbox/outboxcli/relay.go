@@ -111,7 +111,7 @@ func startAdmin(addr string, reg *prometheus.Registry, r *relay.Relay, logger *s
 		defer cancel()
 		h := r.Health(ctx)
 		ready := h.Database && h.Active && h.Streaming
-		var notReady []string
+		notReady := []string{}
 		if !h.Database {
 			notReady = append(notReady, "database")
 		}
