@@ -104,6 +104,12 @@ type DeliveryConfig struct {
 	MarkInterval Duration `yaml:"mark_interval"`
 	// MarkBatch is the most rows marked in one statement. Defaults to 2000.
 	MarkBatch int `yaml:"mark_batch"`
+	// Retention, when set, makes the active relay delete delivered rows older
+	// than this, in small batches, every RetentionInterval (what `outbox
+	// prune --older-than` does). Defaults to off.
+	Retention Duration `yaml:"retention"`
+	// RetentionInterval is how often the retention runs. Defaults to 10m.
+	RetentionInterval Duration `yaml:"retention_interval"`
 	// StatusInterval is how often the relay reports its position to
 	// PostgreSQL. A shorter interval means fewer events sent again after a
 	// crash. Defaults to 250ms.
@@ -541,6 +547,7 @@ func (c *Config) fill() {
 	dl.BatchesInFlight = cmpOr(dl.BatchesInFlight, 4)
 	dl.MarkInterval = cmpOr(dl.MarkInterval, Duration(50*time.Millisecond))
 	dl.MarkBatch = cmpOr(dl.MarkBatch, 2000)
+	dl.RetentionInterval = cmpOr(dl.RetentionInterval, Duration(10*time.Minute))
 	dl.StatusInterval = cmpOr(dl.StatusInterval, Duration(250*time.Millisecond))
 	for i := range c.Routes {
 		c.Routes[i].Retry.fill()

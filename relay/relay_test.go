@@ -344,3 +344,28 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		t.Errorf("outbox_backlog_events = %v, want 0", v)
 	}
 }
+
+func TestRetentionDeletesDeliveredRows(t *testing.T) {
+	t.Parallel()
+	b := setup(t, "delivery: {retention: 1s, retention_interval: 200ms}\nroutes:\n  - {name: r, match: '*', sink: bus, destination: 'PREFIX.ok.x'}\n", nil, nil)
+	ctx := context.Background()
+	var events []sdk.Event
+	for i := range 50 {
+		events = append(events, sdk.Event{AggregateType: "a", AggregateID: fmt.Sprint(i % 5), EventType: "e", Payload: []byte(`{}`)})
+	}
+	b.write(t, ctx, events...)
+	b.consume(t, 50)
+	// (internal/retention's own tests check that undelivered rows stay.)
+	deadline := time.Now().Add(20 * time.Second)
+	var n int
+	for time.Now().Before(deadline) {
+		b.o.Pool.QueryRow(ctx, "SELECT count(*) FROM "+b.o.Schema+".events").Scan(&n)
+		if n == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n != 0 {
+		t.Fatalf("%d delivered rows older than the retention are still there", n)
+	}
+}

@@ -43,6 +43,8 @@ type session struct {
 	routes   []*Route
 	serverAt pglogrepl.LSN
 	catchup  *catchup // non-nil while resuming: skip rows already marked delivered
+	// ranBefore: a relay used this slot before (its relay_state row existed).
+	ranBefore bool
 }
 
 // catchup: after a restart the slot sends again every transaction after its
@@ -173,8 +175,9 @@ func (s *session) run(ctx context.Context) (err error) {
 		}
 	})
 	s.disp.tracing = s.r.tracing
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); s.sample(pctx) }()
+	go func() { defer wg.Done(); s.retain(pctx) }()
 	go func() { defer wg.Done(); s.disp.run(pctx) }()
 	go func() { defer wg.Done(); s.mark.run(pctx) }()
 	go func() {
@@ -281,8 +284,11 @@ func (s *session) lead(ctx context.Context) error {
 		if got {
 			host, _ := os.Hostname()
 			holder := fmt.Sprintf("%s pid %d (%s)", host, os.Getpid(), s.r.version)
-			_, err := conn.Exec(ctx, `INSERT INTO `+pgident.Quote(db.Schema)+`.relay_state (slot, snapshot_pending, holder, holder_since)
-				VALUES ($1, false, $2, now()) ON CONFLICT (slot) DO UPDATE SET holder = EXCLUDED.holder, holder_since = now(), updated_at = now()`, db.Slot, holder)
+			var inserted bool
+			err := conn.QueryRow(ctx, `INSERT INTO `+pgident.Quote(db.Schema)+`.relay_state (slot, snapshot_pending, holder, holder_since)
+				VALUES ($1, false, $2, now()) ON CONFLICT (slot) DO UPDATE SET holder = EXCLUDED.holder, holder_since = now(), updated_at = now()
+				RETURNING (xmax = 0)`, db.Slot, holder).Scan(&inserted)
+			s.ranBefore = !inserted
 			if err != nil {
 				conn.Close(context.Background())
 				return fmt.Errorf("record the active relay: %w", err)
@@ -396,6 +402,10 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 		return confirmed, nil, nil
 	}
 
+	if s.ranBefore {
+		s.logger.Error("replication slot is gone (dropped, or lost in a failover); recreating it and delivering every undelivered row from a snapshot",
+			"slot", db.Slot)
+	}
 	// Create the slot with an exported snapshot: rows visible in the snapshot
 	// are read from the table, everything after from the stream.
 	_, err = s.pool.Exec(ctx, `INSERT INTO `+pgident.Quote(db.Schema)+`.relay_state (slot, snapshot_pending) VALUES ($1, true)
