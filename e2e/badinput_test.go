@@ -60,6 +60,10 @@ func TestBadConfigExitsTwoNamingTheLine(t *testing.T) {
 		{"unknown sink type", "database:\n  url: x\n" + strings.Replace(goodTail, "type: nats", "type: natz", 1),
 			[]string{"relay.yaml:5", `unknown sink type "natz"`, `did you mean "nats"`}},
 		{"missing env", "database:\n  url: ${OUTBOX_E2E_SURELY_UNSET}\n" + goodTail, []string{"relay.yaml:2", "OUTBOX_E2E_SURELY_UNSET is not set"}},
+		{"bad CEL filter", "database:\n  url: x\n" + strings.Replace(goodTail, `    sink: bus`, "    filter: 'payload.total >'\n    sink: bus", 1),
+			[]string{"relay.yaml:9", "routes[0].filter: bad CEL filter"}},
+		{"duplicate route", "database:\n  url: x\n" + goodTail + "  - name: orders\n    match: x\n    sink: bus\n    destination: y\n",
+			[]string{"relay.yaml:13", `duplicate route name "orders" (first used on line 9)`}},
 		{"bad duration", "database:\n  url: x\n" + goodTail + "    retry: {initial_interval: soon}\n", []string{"relay.yaml:13", `bad duration "soon"`}},
 	}
 	for _, tc := range cases {

@@ -113,6 +113,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "", "log format: json or text (default from the config, else json)")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "", "log level: debug, info, warn, error (default from the config, else info)")
 	root.AddCommand(a.migrateCmd(), a.relayCmd(), a.configCmd(), a.dlqCmd(), a.statusCmd(), a.pruneCmd(), a.eventsCmd())
+	requireSubcommand(root)
 	return root
 }
 
@@ -148,4 +149,31 @@ func databaseURL(flag string) string {
 		return flag
 	}
 	return os.Getenv("DATABASE_URL")
+}
+
+// requireSubcommand makes every command that only groups subcommands reject
+// an unknown one with exit 2 (cobra would print help and exit 0).
+func requireSubcommand(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		requireSubcommand(sub)
+	}
+	if c.HasParent() && c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				var names []string
+				for _, sub := range c.Commands() {
+					if sub.IsAvailableCommand() {
+						names = append(names, sub.Name())
+					}
+				}
+				msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+				if s := relay.Suggest(args[0], names); s != "" {
+					msg += fmt.Sprintf(" (did you mean %q?)", s)
+				}
+				return usageErr(fmt.Sprintf("run `%s --help`; commands: %s", c.CommandPath(), strings.Join(names, ", ")), "%s", msg)
+			}
+			return c.Help()
+		}
+	}
 }

@@ -28,7 +28,7 @@ func (a *app) configCmd() *cobra.Command {
 				logger := slog.New(slog.DiscardHandler)
 				sinks, err := buildSinks(ctx, cfg, logger)
 				if err != nil {
-					return runtimeErr(err, "check the sink's url and credentials, and that the broker is running")
+					return runtimeErr(err, "fix the sink setting the error names (docs/sinks.md), or check that the broker is running and reachable")
 				}
 				closeSinks(sinks)
 				db, err := openDB(ctx, cfg.Database.URL)

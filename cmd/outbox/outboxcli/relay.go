@@ -49,7 +49,7 @@ func (a *app) relayCmd() *cobra.Command {
 
 			sinks, err := buildSinks(ctx, cfg, logger)
 			if err != nil {
-				return runtimeErr(err, "check the sink's url and credentials, and that the broker is running")
+				return runtimeErr(err, "fix the sink setting the error names (docs/sinks.md), or check that the broker is running and reachable")
 			}
 			defer closeSinks(sinks)
 			tp, shutdownTracing, err := tracerProvider(ctx, logger)
