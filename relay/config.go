@@ -184,13 +184,19 @@ type RouteConfig struct {
 // UnmarshalYAML records the route's line.
 func (r *RouteConfig) UnmarshalYAML(n *yaml.Node) error {
 	type plain RouteConfig
-	if err := CheckKeys(n, (*plain)(r)); err != nil {
+	return decodeAt(n, (*plain)(r), &r.Line)
+}
+
+// decodeAt decodes n into v, a pointer to a struct of a type without
+// UnmarshalYAML, after checking its keys, and records n's line.
+func decodeAt(n *yaml.Node, v any, line *int) error {
+	if err := CheckKeys(n, v); err != nil {
 		return err
 	}
-	if err := n.Decode((*plain)(r)); err != nil {
+	if err := n.Decode(v); err != nil {
 		return err
 	}
-	r.Line = n.Line
+	*line = n.Line
 	return nil
 }
 
@@ -221,14 +227,7 @@ type DefaultRouteConfig struct {
 // UnmarshalYAML records the default route's line.
 func (r *DefaultRouteConfig) UnmarshalYAML(n *yaml.Node) error {
 	type plain DefaultRouteConfig
-	if err := CheckKeys(n, (*plain)(r)); err != nil {
-		return err
-	}
-	if err := n.Decode((*plain)(r)); err != nil {
-		return err
-	}
-	r.Line = n.Line
-	return nil
+	return decodeAt(n, (*plain)(r), &r.Line)
 }
 
 // Duration is a time.Duration written as "200ms", "30s", "1h".
