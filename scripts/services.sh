@@ -16,7 +16,28 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 svc_dir="$root/.services"
 pg_dir="$svc_dir/pg"
-pg_port="${OUTBOX_PG_PORT:-54329}"
+# The cluster's port: OUTBOX_PG_PORT, else the one recorded when the cluster
+# was made, else the first free one from 54329 (another checkout's cluster may
+# hold 54329).
+pick_port() {
+	if [ -n "${OUTBOX_PG_PORT:-}" ]; then
+		echo "$OUTBOX_PG_PORT"
+	elif [ -f "$svc_dir/pg.port" ]; then
+		cat "$svc_dir/pg.port"
+	elif [ -f "$svc_dir/pg/postgresql.conf" ] && grep -q '^port = ' "$svc_dir/pg/postgresql.conf"; then
+		grep '^port = ' "$svc_dir/pg/postgresql.conf" | tail -n1 | awk '{print $3}'
+	else
+		local p
+		for p in $(seq 54329 54399); do
+			if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+				echo "$p"
+				return
+			fi
+		done
+		echo 54329
+	fi
+}
+pg_port="$(pick_port)"
 pg_db="outbox"
 
 log() { echo "services: $*" >&2; }
@@ -64,7 +85,7 @@ pg_up() {
 	mkdir -p "$svc_dir"
 	if [ ! -f "$pg_dir/PG_VERSION" ]; then
 		log "creating a throwaway PostgreSQL cluster in $pg_dir (port $pg_port)"
-		rm -rf "$pg_dir"
+		rm -rf "$pg_dir" "$svc_dir/pg.port"
 		mkdir -p "$pg_dir"
 		if [ "$(id -u)" = 0 ]; then
 			chown postgres: "$pg_dir"
@@ -78,6 +99,7 @@ pg_up() {
 		fi
 		as_pg "$bin/initdb" -D "$pg_dir" -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 >"$svc_dir/initdb.log" 2>&1 ||
 			{ cat "$svc_dir/initdb.log" >&2; exit 1; }
+		echo "$pg_port" >"$svc_dir/pg.port"
 		cat >>"$pg_dir/postgresql.conf" <<CONF
 # added by scripts/services.sh: a throwaway cluster for tests and demos
 listen_addresses = '127.0.0.1'
