@@ -93,6 +93,9 @@ type DeliveryConfig struct {
 	// stream and the brokers; the relay stops reading when it is reached.
 	// Defaults to 20000.
 	MaxPending int `yaml:"max_pending"`
+	// MaxPendingBytes bounds the payload bytes held in memory the same way
+	// (each event counts its payload plus 256 bytes). Defaults to 64MiB.
+	MaxPendingBytes int64 `yaml:"max_pending_bytes"`
 	// BatchSize is the most messages handed to one sink in one Publish call.
 	// Defaults to 500.
 	BatchSize int `yaml:"batch_size"`
@@ -542,6 +545,7 @@ func (c *Config) fill() {
 	dl := &c.Delivery
 	dl.OnDelivered = cmpOr(dl.OnDelivered, "mark")
 	dl.MaxPending = cmpOr(dl.MaxPending, 20000)
+	dl.MaxPendingBytes = cmpOr(dl.MaxPendingBytes, int64(64<<20))
 	dl.BatchSize = cmpOr(dl.BatchSize, 500)
 	dl.BatchesInFlight = cmpOr(dl.BatchesInFlight, 4)
 	dl.MarkInterval = cmpOr(dl.MarkInterval, Duration(50*time.Millisecond))

@@ -18,6 +18,7 @@ type item struct {
 	remaining int // routes not yet finished; owned by the dispatcher loop
 	ds        []*delivery
 	replay    *replayState // set for a replay of a dead letter; txn is nil then
+	weight    int64        // bytes counted against delivery.max_pending_bytes
 }
 
 // delivery is one event on one route.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,6 +46,9 @@ type session struct {
 	catchup  *catchup // non-nil while resuming: skip rows already marked delivered
 	// ranBefore: a relay used this slot before (its relay_state row existed).
 	ranBefore bool
+	// pendingBytes counts the payload bytes of the events in the pipeline,
+	// bounded by delivery.max_pending_bytes next to the max_pending count.
+	pendingBytes atomic.Int64
 }
 
 // catchup: after a restart the slot sends again every transaction after its
@@ -148,10 +152,11 @@ func (s *session) run(ctx context.Context) (err error) {
 	}()
 	s.pos = NewPosition(start)
 	s.tokens = make(chan struct{}, s.cfg.Delivery.MaxPending)
-	release := func(n int) {
+	release := func(n int, bytes int64) {
 		for range n {
 			<-s.tokens
 		}
+		s.pendingBytes.Add(-bytes)
 		s.r.metrics.setInflight(len(s.tokens))
 	}
 	s.mark = newMarker(s.pool, db.Schema, s.cfg.Delivery.OnDelivered, s.cfg.Delivery, s.logger, release)
@@ -207,7 +212,7 @@ func (s *session) connect(ctx context.Context) error {
 	if err != nil {
 		return fatal(fmt.Errorf("database.url: %w", redactErr(err, db.URL)))
 	}
-	pcfg.MaxConns = 4
+	pcfg.MaxConns = 8
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "outbox-relay"
 	s.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
@@ -560,12 +565,27 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 	if !added {
 		txn.Add(1)
 	}
+	it.weight = min(int64(len(ev.Payload))+256, s.cfg.Delivery.MaxPendingBytes)
 	var tick <-chan time.Time
 	if keepalive != nil {
 		t := time.NewTicker(s.cfg.Delivery.StatusInterval.D())
 		defer t.Stop()
 		tick = t.C
 	}
+	// Room for the event's bytes: wait while the pipeline holds
+	// max_pending_bytes (an event larger than the bound alone still passes).
+	for s.pendingBytes.Load()+it.weight > s.cfg.Delivery.MaxPendingBytes && s.pendingBytes.Load() > 0 {
+		select {
+		case <-time.After(2 * time.Millisecond):
+		case <-tick:
+			if err := keepalive(); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.pendingBytes.Add(it.weight)
 	for {
 		select {
 		case s.tokens <- struct{}{}:

@@ -29,13 +29,13 @@ type marker struct {
 	interval time.Duration
 	batch    int
 	in       chan *item
-	release  func(n int)
+	release  func(n int, bytes int64)
 	logger   *slog.Logger
 }
 
 const markRetries = 50
 
-func newMarker(pool *pgxpool.Pool, schema, onDelivered string, cfg DeliveryConfig, logger *slog.Logger, release func(int)) *marker {
+func newMarker(pool *pgxpool.Pool, schema, onDelivered string, cfg DeliveryConfig, logger *slog.Logger, release func(n int, bytes int64)) *marker {
 	table := pgident.Quote(schema) + ".events"
 	stmt := "UPDATE " + table + " SET delivered_at = now() WHERE id = ANY($1) RETURNING id"
 	if onDelivered == "delete" {
@@ -84,7 +84,7 @@ func (m *marker) run(ctx context.Context) {
 		if err != nil {
 			return false
 		}
-		finished := 0
+		finished, bytes := 0, int64(0)
 		for _, it := range items {
 			if !found[it.ev.ID] {
 				tries[it]++
@@ -97,8 +97,9 @@ func (m *marker) run(ctx context.Context) {
 			delete(tries, it)
 			it.txn.Done()
 			finished++
+			bytes += it.weight
 		}
-		m.release(finished)
+		m.release(finished, bytes)
 		clear(items)
 		items = items[:0]
 		return true
