@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/outboxrelay/outbox/dlq"
 	"github.com/outboxrelay/outbox/internal/testutil"
 )
@@ -40,15 +37,7 @@ func newPoisonSetup(t *testing.T) *poisonSetup {
 	}
 	p.cfgPath = filepath.Join(t.TempDir(), "relay.yaml")
 	p.writeConfig(t, false)
-	t.Cleanup(func() {
-		nc, err := nats.Connect(p.natsURL)
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		js.DeleteStream(context.Background(), p.stream)
-	})
+	t.Cleanup(func() { deleteStream(t, p.stream) })
 	return p
 }
 
@@ -61,20 +50,7 @@ func (p *poisonSetup) writeConfig(t *testing.T, fixed bool) {
 	if fixed {
 		subjects = fmt.Sprintf("[%q, %q]", p.prefix+".ok.>", p.prefix+".bad.>")
 	}
-	cfg := fmt.Sprintf(`database:
-  url: %s
-  schema: %s
-  slot: %s
-  publication: %s
-admin:
-  listen: "off"
-sinks:
-  - name: bus
-    type: nats
-    url: %s
-    stream: %s
-    subjects: %s
-    duplicate_window: 100ms
+	cfg := natsSinkConfig(p.o, p.natsURL, p.stream, subjects) + fmt.Sprintf(`    duplicate_window: 100ms
 routes:
   - name: orders
     match: "order.*"
@@ -85,7 +61,7 @@ routes:
     sink: bus
     destination: "%s.bad.{{.EventType}}"
     retry: {max_attempts: 3, initial_interval: 10ms, max_interval: 50ms}
-`, p.o.DatabaseURL, p.o.Schema, p.o.Slot, p.o.Publication, p.natsURL, p.stream, subjects, p.prefix, p.prefix)
+`, p.prefix, p.prefix)
 	if err := os.WriteFile(p.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -195,8 +195,25 @@ func natsConfig(t *testing.T, o *testutil.Outbox, extra string) (path, stream, p
 	t.Helper()
 	stream = strings.ToUpper(testutil.RandomName("E2E_"))
 	prefix = testutil.RandomName("e2e")
-	natsURL := testutil.NATSURL(t)
-	cfg := fmt.Sprintf(`database:
+	cfg := natsSinkConfig(o, testutil.NATSURL(t), stream, fmt.Sprintf(`["%s.>"]`, prefix)) + fmt.Sprintf(`routes:
+  - name: all
+    match: "*"
+    sink: bus
+    destination: "%s.{{.AggregateType}}.{{.EventType}}"
+%s`, prefix, extra)
+	path = filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteStream(t, stream) })
+	return path, stream, prefix
+}
+
+// natsSinkConfig returns the start of a relay.yaml for o, up to its routes:
+// the database, no admin server, and one sink "bus" publishing to the
+// JetStream stream with subjects (a YAML list).
+func natsSinkConfig(o *testutil.Outbox, natsURL, stream, subjects string) string {
+	return fmt.Sprintf(`database:
   url: %s
   schema: %s
   slot: %s
@@ -208,19 +225,8 @@ sinks:
     type: nats
     url: %s
     stream: %s
-    subjects: ["%s.>"]
-routes:
-  - name: all
-    match: "*"
-    sink: bus
-    destination: "%s.{{.AggregateType}}.{{.EventType}}"
-%s`, o.DatabaseURL, o.Schema, o.Slot, o.Publication, natsURL, stream, prefix, prefix, extra)
-	path = filepath.Join(t.TempDir(), "relay.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { deleteStream(t, stream) })
-	return path, stream, prefix
+    subjects: %s
+`, o.DatabaseURL, o.Schema, o.Slot, o.Publication, natsURL, stream, subjects)
 }
 
 func deleteStream(t *testing.T, stream string) {

@@ -133,4 +133,3 @@ func TestLeastPrivilege(t *testing.T) {
 		}
 	}
 }
-

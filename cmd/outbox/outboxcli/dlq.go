@@ -92,6 +92,21 @@ func statusNames() []string {
 	return out
 }
 
+// open checks the filter flags, then connects to the target outbox: it
+// returns its dead-letter store, the filter, and the pool to close.
+// needSelection is as for filter.
+func (f *filterFlags) open(c *cobra.Command, t *target, needSelection bool) (*dlq.Store, dlq.Filter, *pgxpool.Pool, error) {
+	flt, err := f.filter(c, needSelection)
+	if err != nil {
+		return nil, dlq.Filter{}, nil, err
+	}
+	store, pool, err := openDLQ(c, t)
+	if err != nil {
+		return nil, dlq.Filter{}, nil, err
+	}
+	return store, flt, pool, nil
+}
+
 // filter builds the dlq.Filter. needSelection makes a command that changes
 // rows insist on --id, a filter, or --all.
 func (f *filterFlags) filter(c *cobra.Command, needSelection bool) (dlq.Filter, error) {
@@ -236,6 +251,50 @@ func letterTable(w io.Writer, ls []dlq.Letter, withError bool) error {
 		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
+}
+
+// leftAlone is a group of selected dead letters that a command did not
+// change, and why.
+type leftAlone struct {
+	why  string
+	rows []dlq.Letter
+}
+
+// printChange prints what `dlq purge` or `dlq replay` did to rows (would do,
+// with dryRun): a head line such as "deleted 3 dead letters:" (none when rows
+// is empty), the rows as a table, the ids of each non-empty group left alone,
+// and a note when nothing was changed.
+func printChange(w io.Writer, rows []dlq.Letter, dryRun bool, none, would, did string, left ...leftAlone) error {
+	switch {
+	case len(rows) == 0:
+		fmt.Fprintln(w, none)
+	case dryRun:
+		fmt.Fprintf(w, "%s %s:\n", would, deadLetters(len(rows)))
+	default:
+		fmt.Fprintf(w, "%s %s:\n", did, deadLetters(len(rows)))
+	}
+	if len(rows) > 0 {
+		if err := letterTable(w, rows, false); err != nil {
+			return err
+		}
+	}
+	for _, l := range left {
+		if len(l.rows) > 0 {
+			fmt.Fprintf(w, "%s: %s\n", l.why, dlq.JoinIDs(letterIDs(l.rows)))
+		}
+	}
+	if dryRun {
+		fmt.Fprintln(w, "dry run: nothing was changed")
+	}
+	return nil
+}
+
+func letterIDs(ls []dlq.Letter) []int64 {
+	out := make([]int64, len(ls))
+	for i, l := range ls {
+		out[i] = l.ID
+	}
+	return out
 }
 
 // deadLetters says "1 dead letter" or "n dead letters".

@@ -20,11 +20,7 @@ func (a *app) dlqListCmd() *cobra.Command {
   outbox dlq list --event-type 'order.*' --status failed --json`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			flt, err := f.filter(c, false)
-			if err != nil {
-				return err
-			}
-			store, pool, err := openDLQ(c, &t)
+			store, flt, pool, err := f.open(c, &t, false)
 			if err != nil {
 				return err
 			}

@@ -25,11 +25,7 @@ func (a *app) dlqPurgeCmd() *cobra.Command {
   outbox dlq purge --route orders --until 30d --yes`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			flt, err := f.filter(c, true)
-			if err != nil {
-				return err
-			}
-			store, pool, err := openDLQ(c, &t)
+			store, flt, pool, err := f.open(c, &t, true)
 			if err != nil {
 				return err
 			}
@@ -51,26 +47,8 @@ func (a *app) dlqPurgeCmd() *cobra.Command {
 			if asJSON {
 				return json.NewEncoder(out).Encode(res)
 			}
-			switch {
-			case len(res.Deleted) == 0:
-				fmt.Fprintln(out, "no dead letters to delete")
-			case res.DryRun:
-				fmt.Fprintf(out, "would delete %s:\n", deadLetters(len(res.Deleted)))
-			default:
-				fmt.Fprintf(out, "deleted %s:\n", deadLetters(len(res.Deleted)))
-			}
-			if len(res.Deleted) > 0 {
-				if err := letterTable(out, res.Deleted, false); err != nil {
-					return err
-				}
-			}
-			if len(res.Skipped) > 0 {
-				fmt.Fprintf(out, "kept, a replay is working on them: %s\n", dlq.JoinIDs(letterIDs(res.Skipped)))
-			}
-			if res.DryRun {
-				fmt.Fprintln(out, "dry run: nothing was changed")
-			}
-			return nil
+			return printChange(out, res.Deleted, res.DryRun, "no dead letters to delete", "would delete", "deleted",
+				leftAlone{"kept, a replay is working on them", res.Skipped})
 		},
 	}
 	t.add(cmd, false)

@@ -57,11 +57,7 @@ func (a *app) dlqReplayCmd() *cobra.Command {
 			if timeout == 0 {
 				return usageErr("", "--timeout must be positive")
 			}
-			flt, err := f.filter(c, true)
-			if err != nil {
-				return err
-			}
-			store, pool, err := openDLQ(c, &t)
+			store, flt, pool, err := f.open(c, &t, true)
 			if err != nil {
 				return err
 			}
@@ -72,7 +68,9 @@ func (a *app) dlqReplayCmd() *cobra.Command {
 			}
 			out := c.OutOrStdout()
 			if !asJSON {
-				if err := printReplay(out, res); err != nil {
+				if err := printChange(out, res.Requested, res.DryRun, "no dead letters to replay", "would request a replay of", "requested a replay of",
+					leftAlone{"already being replayed, not requested again", res.InProgress},
+					leftAlone{"replayed before, left alone (pass --again to replay them again)", res.Replayed}); err != nil {
 					return err
 				}
 			}
@@ -142,40 +140,6 @@ func (a *app) dlqReplayCmd() *cobra.Command {
 	fl.BoolVar(&wait, "wait", false, "wait until each replay is delivered or fails again; exit 1 if any failed")
 	fl.StringVar(&timeoutFlag, "timeout", "5m", "how long --wait waits")
 	return cmd
-}
-
-func printReplay(w io.Writer, res *dlq.ReplayResult) error {
-	switch {
-	case len(res.Requested) == 0:
-		fmt.Fprintln(w, "no dead letters to replay")
-	case res.DryRun:
-		fmt.Fprintf(w, "would request a replay of %s:\n", deadLetters(len(res.Requested)))
-	default:
-		fmt.Fprintf(w, "requested a replay of %s:\n", deadLetters(len(res.Requested)))
-	}
-	if len(res.Requested) > 0 {
-		if err := letterTable(w, res.Requested, false); err != nil {
-			return err
-		}
-	}
-	if len(res.InProgress) > 0 {
-		fmt.Fprintf(w, "already being replayed, not requested again: %s\n", dlq.JoinIDs(letterIDs(res.InProgress)))
-	}
-	if len(res.Replayed) > 0 {
-		fmt.Fprintf(w, "replayed before, left alone (pass --again to replay them again): %s\n", dlq.JoinIDs(letterIDs(res.Replayed)))
-	}
-	if res.DryRun {
-		fmt.Fprintln(w, "dry run: nothing was changed")
-	}
-	return nil
-}
-
-func letterIDs(ls []dlq.Letter) []int64 {
-	out := make([]int64, len(ls))
-	for i, l := range ls {
-		out[i] = l.ID
-	}
-	return out
 }
 
 func printOutcome(w io.Writer, o *dlq.Outcome) {

@@ -69,6 +69,15 @@ func (a *app) migrateCmd() *cobra.Command {
 		}
 		return m, func() { db.Close() }, nil
 	}
+	// withMigrator runs fn with a migrator of the flags' database.
+	withMigrator := func(c *cobra.Command, fn func(*migrations.Migrator) error) error {
+		m, done, err := migrator(c.Context())
+		if err != nil {
+			return err
+		}
+		defer done()
+		return fn(m)
+	}
 	printResults := func(c *cobra.Command, res []migrations.Result, none string) error {
 		if asJSON {
 			if res == nil {
@@ -90,16 +99,13 @@ func (a *app) migrateCmd() *cobra.Command {
 		Short: "Apply every pending migration",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			m, done, err := migrator(c.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			res, err := m.Up(c.Context())
-			if err != nil {
-				return runtimeErr(err, "")
-			}
-			return printResults(c, res, "already up to date")
+			return withMigrator(c, func(m *migrations.Migrator) error {
+				res, err := m.Up(c.Context())
+				if err != nil {
+					return runtimeErr(err, "")
+				}
+				return printResults(c, res, "already up to date")
+			})
 		},
 	}
 	var to int64
@@ -113,29 +119,26 @@ func (a *app) migrateCmd() *cobra.Command {
 			if all && c.Flags().Changed("to") {
 				return usageErr("use one of them", "--all and --to conflict")
 			}
-			m, done, err := migrator(c.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			target := to
-			if all {
-				target = 0
-			} else if !c.Flags().Changed("to") {
-				st, err := m.Status(c.Context())
+			return withMigrator(c, func(m *migrations.Migrator) error {
+				target := to
+				if all {
+					target = 0
+				} else if !c.Flags().Changed("to") {
+					st, err := m.Status(c.Context())
+					if err != nil {
+						return runtimeErr(err, "")
+					}
+					target = previousApplied(st)
+				}
+				if target < 0 {
+					return printResults(c, nil, "nothing to roll back")
+				}
+				res, err := m.Down(c.Context(), target)
 				if err != nil {
 					return runtimeErr(err, "")
 				}
-				target = previousApplied(st)
-			}
-			if target < 0 {
-				return printResults(c, nil, "nothing to roll back")
-			}
-			res, err := m.Down(c.Context(), target)
-			if err != nil {
-				return runtimeErr(err, "")
-			}
-			return printResults(c, res, "nothing to roll back")
+				return printResults(c, res, "nothing to roll back")
+			})
 		},
 	}
 	down.Flags().Int64Var(&to, "to", 0, "roll back every version newer than this one")
@@ -146,28 +149,25 @@ func (a *app) migrateCmd() *cobra.Command {
 		Short: "Show which migrations are applied",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			m, done, err := migrator(c.Context())
-			if err != nil {
-				return err
-			}
-			defer done()
-			st, err := m.Status(c.Context())
-			if err != nil {
-				return runtimeErr(err, "")
-			}
-			if asJSON {
-				return json.NewEncoder(c.OutOrStdout()).Encode(st)
-			}
-			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "VERSION\tNAME\tAPPLIED\tAPPLIED AT")
-			for _, s := range st {
-				at := "-"
-				if s.Applied {
-					at = s.AppliedAt.UTC().Format(time.RFC3339)
+			return withMigrator(c, func(m *migrations.Migrator) error {
+				st, err := m.Status(c.Context())
+				if err != nil {
+					return runtimeErr(err, "")
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%v\t%s\n", s.Version, s.Name, s.Applied, at)
-			}
-			return tw.Flush()
+				if asJSON {
+					return json.NewEncoder(c.OutOrStdout()).Encode(st)
+				}
+				tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "VERSION\tNAME\tAPPLIED\tAPPLIED AT")
+				for _, s := range st {
+					at := "-"
+					if s.Applied {
+						at = s.AppliedAt.UTC().Format(time.RFC3339)
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%v\t%s\n", s.Version, s.Name, s.Applied, at)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	var sqlDown bool

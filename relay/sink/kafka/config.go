@@ -2,11 +2,9 @@ package kafka
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -15,6 +13,8 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/outboxrelay/outbox/internal/tlsconf"
 )
 
 // Config configures the Kafka sink. The zero value of every field but Brokers
@@ -68,61 +68,27 @@ type Config struct {
 	SASL SASL `yaml:"sasl"`
 }
 
-// TLS configures a TLS connection.
+// TLS configures a TLS connection. TLS is on when Enabled or any other field
+// is set. The certificate fields are tlsconf.Config's (yaml keys ca_file,
+// cert_file, key_file, server_name, insecure_skip_verify); ServerName
+// defaults to the broker's host name.
 type TLS struct {
 	// Enabled turns TLS on. Setting any other field turns it on too.
 	// Defaults to false.
-	Enabled bool `yaml:"enabled"`
-	// CAFile is a PEM file of the certificate authorities to trust. Defaults
-	// to the system's pool.
-	CAFile string `yaml:"ca_file"`
-	// CertFile and KeyFile are the client certificate and key (PEM) for
-	// mutual TLS. Defaults to none.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// ServerName overrides the name checked against the server certificate.
-	// Defaults to the broker's host name.
-	ServerName string `yaml:"server_name"`
-	// InsecureSkipVerify disables certificate verification. For tests only.
-	// Defaults to false.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	Enabled        bool `yaml:"enabled"`
+	tlsconf.Config `yaml:",inline"`
 }
 
 func (t TLS) enabled() bool {
-	return t.Enabled || t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
+	return t.Enabled || t.Config != (tlsconf.Config{})
 }
 
-// config returns the tls.Config, or nil when TLS is off.
-func (t TLS) config() (*tls.Config, error) {
+// TLSConfig returns the tls.Config, or nil when TLS is off.
+func (t TLS) TLSConfig() (*tls.Config, error) {
 	if !t.enabled() {
 		return nil, nil
 	}
-	c := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify,
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file: no PEM certificate in %s", t.CAFile)
-		}
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return nil, errors.New("tls: cert_file and key_file go together: set both or neither")
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
+	return t.Config.TLSConfig()
 }
 
 // SASL configures SASL authentication.
@@ -250,7 +216,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.DialTimeout < 0 || c.WriteTimeout < 0 {
 		return c, errors.New("dial_timeout, write_timeout: must not be negative")
 	}
-	if _, err := c.TLS.config(); err != nil {
+	if _, err := c.TLS.TLSConfig(); err != nil {
 		return c, err
 	}
 	if _, err := c.SASL.mechanism(); err != nil {

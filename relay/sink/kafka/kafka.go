@@ -27,6 +27,7 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/outboxrelay/outbox/internal/inflight"
 	"github.com/outboxrelay/outbox/relay"
 )
 
@@ -48,9 +49,7 @@ type Sink struct {
 	singleOnce sync.Once
 	single     *kafkago.Writer
 
-	mu       sync.RWMutex
-	closed   bool
-	inflight sync.WaitGroup
+	calls inflight.Gate // Publish calls in progress; closed by Close
 }
 
 var _ relay.Sink = (*Sink)(nil)
@@ -62,7 +61,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	logger = cmp.Or(logger, slog.New(slog.DiscardHandler)).With("sink", "kafka")
-	tlsConfig, _ := cfg.TLS.config()
+	tlsConfig, _ := cfg.TLS.TLSConfig()
 	mech, _ := cfg.SASL.mechanism()
 	acks, _ := cfg.acks()
 	codec, _ := cfg.compression()
@@ -125,27 +124,12 @@ func (s *Sink) Ping(ctx context.Context) error {
 	return err
 }
 
-func (s *Sink) enter() bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return false
-	}
-	s.inflight.Add(1)
-	return true
-}
-
 // Close waits for Publish calls in progress, then closes the connections.
 // Publish calls after Close fail with ErrClosed.
 func (s *Sink) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.calls.Close() {
 		return nil
 	}
-	s.closed = true
-	s.mu.Unlock()
-	s.inflight.Wait()
 	err := s.shutdown()
 	s.logger.Info("kafka sink closed")
 	return err
@@ -168,10 +152,10 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	if !s.enter() {
+	if !s.calls.Enter() {
 		return relay.AllFailed(len(msgs), ErrClosed)
 	}
-	defer s.inflight.Done()
+	defer s.calls.Leave()
 	if err := ctx.Err(); err != nil {
 		// Send nothing: a write started now could land after we report
 		// it failed.

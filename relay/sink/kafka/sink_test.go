@@ -21,8 +21,10 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/outboxrelay/outbox/internal/testutil"
+	"github.com/outboxrelay/outbox/internal/tlsconf"
 	"github.com/outboxrelay/outbox/relay"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
 )
@@ -41,8 +43,8 @@ func TestConfigValidation(t *testing.T) {
 		{"max bytes", Config{Brokers: []string{"h:9092"}, MaxMessageBytes: 10}, "max_message_bytes:"},
 		{"sasl mechanism", Config{Brokers: []string{"h:9092"}, SASL: SASL{Mechanism: "gssapi", Username: "u", Password: "hunter2"}}, "sasl.mechanism:"},
 		{"sasl user", Config{Brokers: []string{"h:9092"}, SASL: SASL{Password: "hunter2"}}, "sasl.mechanism:"},
-		{"tls key", Config{Brokers: []string{"h:9092"}, TLS: TLS{CertFile: "c.pem"}}, "key_file"},
-		{"tls ca", Config{Brokers: []string{"h:9092"}, TLS: TLS{CAFile: "/nonexistent/ca.pem"}}, "tls.ca_file:"},
+		{"tls key", Config{Brokers: []string{"h:9092"}, TLS: TLS{Config: tlsconf.Config{CertFile: "c.pem"}}}, "key_file"},
+		{"tls ca", Config{Brokers: []string{"h:9092"}, TLS: TLS{Config: tlsconf.Config{CAFile: "/nonexistent/ca.pem"}}}, "tls.ca_file:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(context.Background(), tc.cfg, nil)
@@ -66,6 +68,36 @@ func TestConfigValidation(t *testing.T) {
 // TestRecordSize checks that the sink's size check agrees with kafka-go's
 // own, byte for byte: the writer refuses a message one byte over its
 // BatchBytes before any network traffic.
+// TestTLSKeys: the tls block takes enabled next to the certificate keys it
+// shares with the other sinks, and rejects any other key.
+func TestTLSKeys(t *testing.T) {
+	decode := func(src string) (Config, error) {
+		var n yaml.Node
+		if err := yaml.Unmarshal([]byte(src), &n); err != nil {
+			t.Fatal(err)
+		}
+		var c Config
+		if err := relay.CheckKeys(n.Content[0], &c); err != nil {
+			return c, err
+		}
+		return c, n.Content[0].Decode(&c)
+	}
+	c, err := decode(`{brokers: ["h:9092"], tls: {enabled: true, ca_file: ca.pem, cert_file: c.pem, key_file: k.pem, server_name: kafka.example, insecure_skip_verify: true}}`)
+	want := TLS{Enabled: true, Config: tlsconf.Config{CAFile: "ca.pem", CertFile: "c.pem", KeyFile: "k.pem", ServerName: "kafka.example", InsecureSkipVerify: true}}
+	if err != nil || c.TLS != want {
+		t.Errorf("decode: got %+v, %v; want %+v", c.TLS, err, want)
+	}
+	if _, err := decode(`{brokers: ["h:9092"], tls: {ca_fle: ca.pem}}`); err == nil || !strings.Contains(err.Error(), `did you mean "ca_file"`) {
+		t.Errorf("unknown tls key: got %v", err)
+	}
+	if tc, err := (TLS{}).TLSConfig(); tc != nil || err != nil {
+		t.Errorf("TLS off: TLSConfig() = %v, %v; want nil, nil", tc, err)
+	}
+	if tc, err := (TLS{Enabled: true}).TLSConfig(); tc == nil || err != nil {
+		t.Errorf("tls.enabled: TLSConfig() = %v, %v; want a config", tc, err)
+	}
+}
+
 func TestRecordSize(t *testing.T) {
 	m := sinktest.NewMessage("t", "k", 1)
 	m.Event.TenantID = "tenant"
@@ -237,7 +269,7 @@ func TestTLS(t *testing.T) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := New(ctx, Config{Brokers: c.ListenAddrs(), TLS: TLS{CAFile: caFile}}, nil)
+	s, err := New(ctx, Config{Brokers: c.ListenAddrs(), TLS: TLS{Config: tlsconf.Config{CAFile: caFile}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

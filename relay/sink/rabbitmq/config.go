@@ -1,16 +1,17 @@
 package rabbitmq
 
 import (
+	"cmp"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"os"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/outboxrelay/outbox/internal/redact"
+	"github.com/outboxrelay/outbox/internal/tlsconf"
 )
 
 // Config configures the RabbitMQ sink.
@@ -48,58 +49,11 @@ type Config struct {
 	TLS TLS `yaml:"tls"`
 }
 
-// TLS configures certificates for a TLS (amqps) connection.
-type TLS struct {
-	// CAFile is a PEM file of the certificate authorities to trust. Defaults
-	// to the system's pool.
-	CAFile string `yaml:"ca_file"`
-	// CertFile and KeyFile are the client certificate and key (PEM) for
-	// mutual TLS (and the EXTERNAL mechanism). Defaults to none.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// ServerName overrides the name checked against the server certificate.
-	// Defaults to the URL's host.
-	ServerName string `yaml:"server_name"`
-	// InsecureSkipVerify disables certificate verification. For tests only.
-	// Defaults to false.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-}
-
-func (t TLS) set() bool {
-	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
-}
-
-func (t TLS) config(host string) (*tls.Config, error) {
-	c := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         host,
-		InsecureSkipVerify: t.InsecureSkipVerify,
-	}
-	if t.ServerName != "" {
-		c.ServerName = t.ServerName
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file: no PEM certificate in %s", t.CAFile)
-		}
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return nil, errors.New("tls: cert_file and key_file go together: set both or neither")
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
-}
+// TLS configures certificates for a TLS (amqps) connection: yaml keys
+// ca_file, cert_file and key_file (the client certificate also serves the
+// EXTERNAL mechanism), server_name (defaults to the URL's host) and
+// insecure_skip_verify. See tlsconf.Config.
+type TLS = tlsconf.Config
 
 // LogValue leaves the password out of logs.
 func (c Config) LogValue() slog.Value {
@@ -112,28 +66,7 @@ func (c Config) LogValue() slog.Value {
 
 // Redact returns rawURL with its password replaced by "xxxxx"; a URL that
 // does not parse is replaced as a whole, since it may hold a password.
-func Redact(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "<unparsable URL>"
-	}
-	return u.Redacted()
-}
-
-// parseURL parses rawURL with an error that does not quote it: net/url's
-// errors repeat the whole URL, password included.
-func parseURL(rawURL string) (*url.URL, error) {
-	u, err := url.Parse(rawURL)
-	if err == nil {
-		return u, nil
-	}
-	var uerr *url.Error
-	var eerr url.EscapeError
-	if errors.As(err, &uerr) && !errors.As(err, &eerr) {
-		return nil, fmt.Errorf("url: does not parse: %v (percent-encode reserved characters in the user name and password)", uerr.Err)
-	}
-	return nil, errors.New("url: does not parse (percent-encode reserved characters in the user name and password)")
-}
+func Redact(rawURL string) string { return redact.URL(rawURL) }
 
 // withDefaults fills defaults and validates; errors name the field and never
 // show the password.
@@ -141,7 +74,7 @@ func (c Config) withDefaults() (Config, *tls.Config, error) {
 	if c.URL == "" {
 		return c, nil, errors.New("url: required (amqp://user:password@host:5672/vhost)")
 	}
-	if _, err := parseURL(c.URL); err != nil {
+	if _, err := redact.ParseURL(c.URL); err != nil {
 		return c, nil, err
 	}
 	uri, err := amqp.ParseURI(c.URL)
@@ -151,10 +84,11 @@ func (c Config) withDefaults() (Config, *tls.Config, error) {
 	}
 	var tlsConfig *tls.Config
 	if uri.Scheme == "amqps" {
-		if tlsConfig, err = c.TLS.config(uri.Host); err != nil {
+		if tlsConfig, err = c.TLS.TLSConfig(); err != nil {
 			return c, nil, err
 		}
-	} else if c.TLS.set() {
+		tlsConfig.ServerName = cmp.Or(tlsConfig.ServerName, uri.Host)
+	} else if c.TLS != (TLS{}) {
 		return c, nil, fmt.Errorf("tls: set, but url %s is not amqps://", Redact(c.URL))
 	}
 	if c.ConfirmTimeout == 0 {

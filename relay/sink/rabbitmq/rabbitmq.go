@@ -40,6 +40,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/outboxrelay/outbox/internal/inflight"
 	"github.com/outboxrelay/outbox/relay"
 )
 
@@ -60,12 +61,11 @@ type Sink struct {
 	dialMu sync.Mutex // one dial at a time
 
 	mu        sync.Mutex
-	closed    bool
 	conn      *amqp.Connection
 	idle      []*channel
 	exchanges map[string]bool // exchanges known to exist, for conn
 
-	inflight sync.WaitGroup
+	calls inflight.Gate // Publish calls in progress; closed by Close
 }
 
 var _ relay.Sink = (*Sink)(nil)
@@ -114,12 +114,12 @@ func (s *Sink) Ping(ctx context.Context) error {
 // connection returns the open connection, dialing a new one when there is
 // none.
 func (s *Sink) connection(ctx context.Context) (*amqp.Connection, error) {
-	s.mu.Lock()
-	conn, closed := s.conn, s.closed
-	s.mu.Unlock()
-	if closed {
+	if s.calls.Closed() {
 		return nil, ErrClosed
 	}
+	s.mu.Lock()
+	conn := s.conn
+	s.mu.Unlock()
 	if conn != nil && !conn.IsClosed() {
 		return conn, nil
 	}
@@ -148,7 +148,7 @@ func (s *Sink) connection(ctx context.Context) (*amqp.Connection, error) {
 	}
 	lost := conn.NotifyClose(make(chan *amqp.Error, 1))
 	s.mu.Lock()
-	if s.closed {
+	if s.calls.Closed() {
 		s.mu.Unlock()
 		conn.Close()
 		return nil, ErrClosed
@@ -217,34 +217,19 @@ func (s *Sink) release(pc *channel, clean bool) {
 	defer func() { <-s.slots }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if clean && !s.closed && pc.conn == s.conn && !pc.ch.IsClosed() {
+	if clean && !s.calls.Closed() && pc.conn == s.conn && !pc.ch.IsClosed() {
 		s.idle = append(s.idle, pc)
 		return
 	}
 	pc.ch.Close()
 }
 
-func (s *Sink) enter() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.inflight.Add(1)
-	return true
-}
-
 // Close waits for Publish calls in progress, then closes the connection.
 // Publish calls after Close fail with ErrClosed.
 func (s *Sink) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.calls.Close() {
 		return nil
 	}
-	s.closed = true
-	s.mu.Unlock()
-	s.inflight.Wait()
 	s.dialMu.Lock() // no dial in progress
 	defer s.dialMu.Unlock()
 	s.mu.Lock()
@@ -271,10 +256,10 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	if !s.enter() {
+	if !s.calls.Enter() {
 		return relay.AllFailed(len(msgs), ErrClosed)
 	}
-	defer s.inflight.Done()
+	defer s.calls.Leave()
 	if err := ctx.Err(); err != nil {
 		// Send nothing: a write started now could land after we report
 		// it failed.

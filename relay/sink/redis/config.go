@@ -1,16 +1,16 @@
 package redis
 
 import (
-	"crypto/tls"
-	"crypto/x509"
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"os"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/outboxrelay/outbox/internal/redact"
+	"github.com/outboxrelay/outbox/internal/tlsconf"
 )
 
 // Config configures the Redis Streams sink.
@@ -50,55 +50,10 @@ type Config struct {
 	TLS TLS `yaml:"tls"`
 }
 
-// TLS configures certificates for a TLS (rediss) connection.
-type TLS struct {
-	// CAFile is a PEM file of the certificate authorities to trust. Defaults
-	// to the system's pool.
-	CAFile string `yaml:"ca_file"`
-	// CertFile and KeyFile are the client certificate and key (PEM) for
-	// mutual TLS. Defaults to none.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// ServerName overrides the name checked against the server certificate.
-	// Defaults to the URL's host.
-	ServerName string `yaml:"server_name"`
-	// InsecureSkipVerify disables certificate verification. For tests only.
-	// Defaults to false.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-}
-
-func (t TLS) set() bool {
-	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
-}
-
-func (t TLS) apply(c *tls.Config) error {
-	c.MinVersion = tls.VersionTLS12
-	c.InsecureSkipVerify = t.InsecureSkipVerify
-	if t.ServerName != "" {
-		c.ServerName = t.ServerName
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return fmt.Errorf("tls.ca_file: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("tls.ca_file: no PEM certificate in %s", t.CAFile)
-		}
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return errors.New("tls: cert_file and key_file go together: set both or neither")
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return fmt.Errorf("tls.cert_file: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return nil
-}
+// TLS configures certificates for a TLS (rediss) connection: yaml keys
+// ca_file, cert_file, key_file, server_name (defaults to the URL's host) and
+// insecure_skip_verify. See tlsconf.Config.
+type TLS = tlsconf.Config
 
 // LogValue leaves the password out of logs.
 func (c Config) LogValue() slog.Value {
@@ -110,28 +65,7 @@ func (c Config) LogValue() slog.Value {
 
 // Redact returns rawURL with its password replaced by "xxxxx"; a URL that
 // does not parse is replaced as a whole, since it may hold a password.
-func Redact(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "<unparsable URL>"
-	}
-	return u.Redacted()
-}
-
-// parseURL parses rawURL with an error that does not quote it: net/url's
-// errors repeat the whole URL, password included.
-func parseURL(rawURL string) (*url.URL, error) {
-	u, err := url.Parse(rawURL)
-	if err == nil {
-		return u, nil
-	}
-	var uerr *url.Error
-	var eerr url.EscapeError
-	if errors.As(err, &uerr) && !errors.As(err, &eerr) {
-		return nil, fmt.Errorf("url: does not parse: %v (percent-encode reserved characters in the user name and password)", uerr.Err)
-	}
-	return nil, errors.New("url: does not parse (percent-encode reserved characters in the user name and password)")
-}
+func Redact(rawURL string) string { return redact.URL(rawURL) }
 
 // options fills defaults, validates and returns go-redis options; errors
 // name the field and never show the password.
@@ -139,7 +73,7 @@ func (c Config) options() (Config, *goredis.Options, error) {
 	if c.URL == "" {
 		return c, nil, errors.New("url: required (redis://user:password@host:6379/0)")
 	}
-	u, err := parseURL(c.URL)
+	u, err := redact.ParseURL(c.URL)
 	if err != nil {
 		return c, nil, err
 	}
@@ -152,10 +86,16 @@ func (c Config) options() (Config, *goredis.Options, error) {
 		return c, nil, fmt.Errorf("url %s: %w", Redact(c.URL), err)
 	}
 	if opts.TLSConfig != nil {
-		if err := c.TLS.apply(opts.TLSConfig); err != nil {
+		// go-redis sets only ServerName (the URL's host), MinVersion and
+		// InsecureSkipVerify (from ?skip_verify); the sink takes the last
+		// from tls.insecure_skip_verify alone.
+		tc, err := c.TLS.TLSConfig()
+		if err != nil {
 			return c, nil, err
 		}
-	} else if c.TLS.set() {
+		tc.ServerName = cmp.Or(tc.ServerName, opts.TLSConfig.ServerName)
+		opts.TLSConfig = tc
+	} else if c.TLS != (TLS{}) {
 		return c, nil, fmt.Errorf("tls: set, but url %s is not rediss://", Redact(c.URL))
 	}
 	if c.MaxLen < 0 {

@@ -25,10 +25,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/outboxrelay/outbox/internal/inflight"
 	"github.com/outboxrelay/outbox/relay"
 )
 
@@ -49,9 +49,7 @@ type Sink struct {
 	client *goredis.Client
 	logger *slog.Logger
 
-	mu       sync.RWMutex
-	closed   bool
-	inflight sync.WaitGroup
+	calls inflight.Gate // Publish calls in progress; closed by Close
 }
 
 var _ relay.Sink = (*Sink)(nil)
@@ -83,27 +81,12 @@ func (s *Sink) Ping(ctx context.Context) error {
 	return nil
 }
 
-func (s *Sink) enter() bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return false
-	}
-	s.inflight.Add(1)
-	return true
-}
-
 // Close waits for Publish calls in progress, then closes the connections.
 // Publish calls after Close fail with ErrClosed.
 func (s *Sink) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.calls.Close() {
 		return nil
 	}
-	s.closed = true
-	s.mu.Unlock()
-	s.inflight.Wait()
 	s.logger.Info("redis sink closed")
 	return s.client.Close()
 }
@@ -114,10 +97,10 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	if !s.enter() {
+	if !s.calls.Enter() {
 		return relay.AllFailed(len(msgs), ErrClosed)
 	}
-	defer s.inflight.Done()
+	defer s.calls.Leave()
 	if err := ctx.Err(); err != nil {
 		// Send nothing: a write started now could land after we report
 		// it failed.

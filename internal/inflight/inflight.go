@@ -1,0 +1,50 @@
+// Package inflight lets a sink's Close wait for the Publish calls in progress
+// and turn away the calls that come after it.
+package inflight
+
+import "sync"
+
+// Gate admits calls until it is closed; closing it waits for the calls it
+// admitted. The zero Gate is open. A Gate is safe for concurrent use.
+type Gate struct {
+	mu     sync.RWMutex
+	closed bool
+	calls  sync.WaitGroup
+}
+
+// Enter admits a call and reports true, or reports false once the gate is
+// closed. A call admitted must Leave when it is done.
+func (g *Gate) Enter() bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return false
+	}
+	g.calls.Add(1)
+	return true
+}
+
+// Leave ends a call that Enter admitted.
+func (g *Gate) Leave() { g.calls.Done() }
+
+// Close closes the gate, then waits until every call it admitted has left.
+// It reports whether it closed the gate: a Close after the first returns
+// false at once, without waiting.
+func (g *Gate) Close() bool {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return false
+	}
+	g.closed = true
+	g.mu.Unlock()
+	g.calls.Wait()
+	return true
+}
+
+// Closed reports whether Close has been called.
+func (g *Gate) Closed() bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.closed
+}

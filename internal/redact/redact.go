@@ -1,0 +1,35 @@
+// Package redact keeps the passwords in connection URLs out of logs and
+// error messages.
+package redact
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+)
+
+// URL returns rawURL with its password replaced by "xxxxx"; a URL that does
+// not parse is replaced as a whole, since it may hold a password.
+func URL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "<unparsable URL>"
+	}
+	return u.Redacted()
+}
+
+// ParseURL parses rawURL with an error that does not quote it: net/url's
+// errors repeat the whole URL, password included. The error names the
+// config key, "url: ...".
+func ParseURL(rawURL string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err == nil {
+		return u, nil
+	}
+	var uerr *url.Error
+	var eerr url.EscapeError
+	if errors.As(err, &uerr) && !errors.As(err, &eerr) {
+		return nil, fmt.Errorf("url: does not parse: %v (percent-encode reserved characters in the user name and password)", uerr.Err)
+	}
+	return nil, errors.New("url: does not parse (percent-encode reserved characters in the user name and password)")
+}
