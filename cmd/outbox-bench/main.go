@@ -134,6 +134,7 @@ func run(args []string) int {
 	fs.StringVar(&o.AMQPQueueType, "amqp-queue-type", o.AMQPQueueType, "type of the RabbitMQ queue: quorum or classic")
 	fs.StringVar(&o.RelayBin, "relay-bin", "", "run `BIN relay --config ...` (e.g. bin/outbox) as the relay instead of `outbox-bench relay` (not for the null sink)")
 	fs.StringVar(&o.CPUProfileDir, "cpuprofile", "", "write a CPU profile of each relay child into this directory (go tool pprof)")
+	fs.StringVar(&o.RelayLogLevel, "relay-log-level", "warn", "log level of the relay children (their logs are in --work-dir)")
 	fs.StringVar(&o.WorkDir, "work-dir", "", "keep the relay configs and logs in this directory (default: a temporary one, removed)")
 	fs.StringVar(&o.JSONPath, "json", "", "also write every measurement, with the lag samples, to this JSON file")
 	selfProfile := fs.String("cpuprofile-self", "", "write a CPU profile of the load generator (this process) to this file")
