@@ -366,8 +366,12 @@ func withFile(err error, file string) error {
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
+var yamlQuoted = regexp.MustCompile("`[^`]*`")
+
+// cleanYAMLError trims the yaml prefix and leaves out the offending value
+// (it may be a secret expanded from the environment into the wrong key).
 func cleanYAMLError(err error) string {
-	return strings.TrimPrefix(err.Error(), "yaml: ")
+	return yamlQuoted.ReplaceAllString(strings.TrimPrefix(err.Error(), "yaml: "), "the value")
 }
 
 // yamlError turns a yaml error into ConfigErrors that carry the line.
@@ -380,7 +384,7 @@ func yamlError(err error, file string) error {
 	if errors.As(err, &te) {
 		var errs []error
 		for _, e := range te.Errors {
-			errs = append(errs, lineError(e, file))
+			errs = append(errs, lineError(yamlQuoted.ReplaceAllString(e, "the value"), file))
 		}
 		return errors.Join(errs...)
 	}

@@ -25,6 +25,7 @@ type Metrics struct {
 	backlogAge     prometheus.Gauge
 	slotLag        prometheus.Gauge
 	lagLevel       prometheus.Gauge
+	sinkUp         *prometheus.GaugeVec
 }
 
 // NewMetrics creates the relay's metrics and registers them with reg.
@@ -64,10 +65,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "WAL retained by the slot: the server's current WAL position minus the slot's confirmed position (sampled)."}),
 		lagLevel: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_slot_lag_level",
 			Help: "0 below database.lag_warn_bytes, 1 above it, 2 above database.lag_page_bytes."}),
+		sinkUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "outbox_sink_up",
+			Help: "1 when the sink's broker answered the relay's last check (every database.sample_interval, active relay only), else 0."}, []string{"sink"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.read, m.delivered, m.retriedC, m.deadLetteredC, m.dropped, m.duration, m.commitToAck,
-			m.inflight, m.lagBytes, m.confirmedLSN, m.active, m.slotsRecreated, m.backlog, m.backlogAge, m.slotLag, m.lagLevel)
+			m.inflight, m.lagBytes, m.confirmedLSN, m.active, m.slotsRecreated, m.backlog, m.backlogAge, m.slotLag, m.lagLevel, m.sinkUp)
 	}
 	return m
 }
@@ -164,4 +167,31 @@ func (m *Metrics) setSlotLag(bytes int64, level int) {
 		m.slotLag.Set(float64(bytes))
 		m.lagLevel.Set(float64(level))
 	}
+}
+
+// sessionEnded clears the gauges only an active session keeps current, so a
+// relay that stepped down (or lost its database) does not report a stale
+// backlog or lag.
+func (m *Metrics) sessionEnded() {
+	if m == nil {
+		return
+	}
+	m.active.Set(0)
+	m.inflight.Set(0)
+	m.lagBytes.Set(0)
+	m.slotLag.Set(0)
+	m.lagLevel.Set(0)
+	m.backlog.Set(0)
+	m.backlogAge.Set(0)
+}
+
+func (m *Metrics) setSinkUp(sink string, up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.sinkUp.WithLabelValues(sink).Set(v)
 }

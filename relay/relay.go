@@ -125,7 +125,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		err := s.run(ctx)
 		r.active.Store(false)
 		r.streaming.Store(false)
-		r.metrics.setActive(false)
+		r.metrics.sessionEnded()
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -34,6 +34,13 @@ func (s *session) sampleOnce(ctx context.Context, level *int) {
 	db := s.cfg.Database
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	for name, sink := range s.r.sinks {
+		if p, ok := sink.(interface{ Ping(context.Context) error }); ok {
+			pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+			s.r.metrics.setSinkUp(name, p.Ping(pctx) == nil)
+			pcancel()
+		}
+	}
 	var lag int64
 	err := s.pool.QueryRow(ctx, `SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint
 		FROM pg_replication_slots WHERE slot_name = $1`, db.Slot).Scan(&lag)

@@ -29,7 +29,15 @@ func plainSink[C any, S relay.Sink](newSink func(context.Context, C, *slog.Logge
 	return sinkType{
 		check: func(sc *relay.SinkConfig) error {
 			var c C
-			return sc.Decode(&c)
+			if err := sc.Decode(&c); err != nil {
+				return err
+			}
+			if v, ok := any(c).(interface{ Validate() error }); ok {
+				if err := v.Validate(); err != nil {
+					return &relay.ConfigError{Line: sc.Line, Field: "sinks." + sc.Name, Msg: err.Error()}
+				}
+			}
+			return nil
 		},
 		build: func(ctx context.Context, sc *relay.SinkConfig, _ []*relay.Destination, logger *slog.Logger) (relay.Sink, error) {
 			var c C

@@ -264,3 +264,9 @@ func (c Config) balancer() (kafkago.Balancer, error) {
 	}
 	return nil, fmt.Errorf("partitioner: unknown partitioner %q (valid: murmur2, crc32, fnv1a)", c.Partitioner)
 }
+
+// Validate checks the config as New does, without connecting.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}

@@ -123,3 +123,9 @@ func (c Config) withDefaults() (Config, *tls.Config, error) {
 	}
 	return c, tlsConfig, nil
 }
+
+// Validate checks the config as New does, without connecting.
+func (c Config) Validate() error {
+	_, _, err := c.withDefaults()
+	return err
+}

@@ -138,3 +138,9 @@ func (c Config) options() (Config, *goredis.Options, error) {
 	opts.ContextTimeoutEnabled = true
 	return c, opts, nil
 }
+
+// Validate checks the config as New does, without connecting.
+func (c Config) Validate() error {
+	_, _, err := c.options()
+	return err
+}

@@ -65,6 +65,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 		client: goredis.NewClient(opts),
 		logger: cmp.Or(logger, slog.New(slog.DiscardHandler)).With("sink", "redis"),
 	}
+	routeClientLogs(s.logger)
 	if err := s.Ping(ctx); err != nil {
 		s.client.Close()
 		return nil, err
