@@ -195,10 +195,14 @@ func TestTraceRunsFromRequestToConsumer(t *testing.T) {
 	if got.TraceID() != reqSpan.SpanContext().TraceID() {
 		t.Fatalf("consumer's trace id %s, want the request's %s", got.TraceID(), reqSpan.SpanContext().TraceID())
 	}
+	// The span ends when Publish returns, which can be a moment after the
+	// consumer already has the message.
 	var relaySpan sdktrace.ReadOnlySpan
-	for _, s := range exp.GetSpans().Snapshots() {
-		if s.SpanKind() == trace.SpanKindProducer {
-			relaySpan = s
+	for deadline := time.Now().Add(10 * time.Second); relaySpan == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, s := range exp.GetSpans().Snapshots() {
+			if s.SpanKind() == trace.SpanKindProducer {
+				relaySpan = s
+			}
 		}
 	}
 	if relaySpan == nil {
