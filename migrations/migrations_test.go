@@ -21,12 +21,15 @@ func TestUpDownStatusConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
+	t.Cleanup(pool.Close) // after the cleanup below (cleanups run last-in first-out)
 	schema := testutil.RandomName("mig_")
 	cfg := &migrations.Config{Schema: schema, Publication: schema + "_pub"}
 	t.Cleanup(func() {
-		pool.Exec(ctx, "DROP PUBLICATION IF EXISTS "+cfg.Publication)
-		pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+		for _, q := range []string{"DROP PUBLICATION IF EXISTS " + cfg.Publication, "DROP SCHEMA IF EXISTS " + schema + " CASCADE"} {
+			if _, err := pool.Exec(ctx, q); err != nil {
+				t.Errorf("cleanup: %s: %v", q, err)
+			}
+		}
 	})
 
 	// Two migrators at once: each version is applied exactly once, neither fails.
