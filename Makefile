@@ -26,7 +26,7 @@ test-short: services-up ## the tests without -race, faster
 	OUTBOX_TEST_REQUIRE_SERVICES=1 $(GO) test -count=1 -timeout 30m $(PKGS)
 
 fuzz: ## run each fuzz target briefly (FUZZTIME, default 10s each)
-	@for t in FuzzParseConfig FuzzDestination FuzzDecodeInsert; do \
+	@for t in FuzzParseConfig FuzzDestination FuzzDecodeInsert FuzzDecodeHeaders; do \
 		echo "fuzz $$t"; $(GO) test ./relay -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-10s} || exit 1; \
 	done
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/google/uuid"
@@ -191,6 +192,9 @@ func decodeHeaders(h []byte) map[string]string {
 	if len(h) <= 2 || string(h) == "{}" {
 		return nil
 	}
+	if m, ok := scanFlatObject(h); ok {
+		return m
+	}
 	var m map[string]string
 	if json.Unmarshal(h, &m) == nil {
 		return m
@@ -232,4 +236,76 @@ func decodeTime(b []byte, kind byte) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("cannot parse %q", s)
 	}
 	return time.Time{}, nil
+}
+
+// scanFlatObject reads a JSON object whose values are all strings without
+// escapes, the usual shape of headers (jsonb prints it as {"k": "v", ...}),
+// several times faster than encoding/json. Anything else (escapes, numbers,
+// nesting) reports false and the caller falls back to encoding/json.
+func scanFlatObject(b []byte) (map[string]string, bool) {
+	if !utf8.Valid(b) {
+		return nil, false // encoding/json replaces bad bytes; jsonb never has them
+	}
+	i := 0
+	skip := func() {
+		for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+			i++
+		}
+	}
+	str := func() (string, bool) {
+		if i >= len(b) || b[i] != '"' {
+			return "", false
+		}
+		i++
+		start := i
+		for i < len(b) && b[i] != '"' {
+			if b[i] == '\\' || b[i] < 0x20 {
+				return "", false
+			}
+			i++
+		}
+		if i >= len(b) {
+			return "", false
+		}
+		v := string(b[start:i])
+		i++
+		return v, true
+	}
+	skip()
+	if i >= len(b) || b[i] != '{' {
+		return nil, false
+	}
+	i++
+	m := make(map[string]string, 4)
+	for {
+		skip()
+		k, ok := str()
+		if !ok {
+			return nil, false
+		}
+		skip()
+		if i >= len(b) || b[i] != ':' {
+			return nil, false
+		}
+		i++
+		skip()
+		v, ok := str()
+		if !ok {
+			return nil, false
+		}
+		m[k] = v
+		skip()
+		if i >= len(b) {
+			return nil, false
+		}
+		if b[i] == '}' {
+			i++
+			skip()
+			return m, i == len(b)
+		}
+		if b[i] != ',' {
+			return nil, false
+		}
+		i++
+	}
 }

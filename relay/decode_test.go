@@ -2,6 +2,9 @@ package relay
 
 import (
 	"encoding/binary"
+	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,4 +123,50 @@ func BenchmarkDecodeInsert(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestDecodeHeaders(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"traceparent": "00-a-b-01", "k": "v"}`: "k=v,traceparent=00-a-b-01",
+		`{"a":"b"}`:                              "a=b",
+		`{"n": 5, "s": "x"}`:                     "n=5,s=x",
+		`{"esc": "a\"b"}`:                        `esc=a"b`,
+		`{"nested": {"x": 1}}`:                   `nested={"x": 1}`,
+		`[1,2]`:                                  "",
+		`{"a": "b"} trailing`:                    "",
+	} {
+		m := decodeHeaders([]byte(in))
+		var parts []string
+		for k, v := range m {
+			parts = append(parts, k+"="+v)
+		}
+		slices.Sort(parts)
+		if got := strings.Join(parts, ","); got != want {
+			t.Errorf("decodeHeaders(%s) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzDecodeHeaders(f *testing.F) {
+	f.Add([]byte(`{"traceparent": "00-a-b-01"}`))
+	f.Add([]byte(`{"a": "\u00e9", "b": 1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fast, ok := scanFlatObject(b)
+		if !ok {
+			return
+		}
+		// What the fast path accepts, encoding/json must read the same way.
+		var slow map[string]string
+		if err := json.Unmarshal(b, &slow); err != nil {
+			t.Fatalf("fast path accepted %q, encoding/json: %v", b, err)
+		}
+		if len(fast) != len(slow) {
+			t.Fatalf("%q: fast %v, slow %v", b, fast, slow)
+		}
+		for k, v := range slow {
+			if fast[k] != v {
+				t.Fatalf("%q: fast %v, slow %v", b, fast, slow)
+			}
+		}
+	})
 }
