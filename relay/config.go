@@ -91,7 +91,7 @@ type DeliveryConfig struct {
 	OnDelivered string `yaml:"on_delivered"`
 	// MaxPending bounds the events held in memory between the replication
 	// stream and the brokers; the relay stops reading when it is reached.
-	// Defaults to 20000.
+	// Defaults to 10000 (peak RSS under 100 MB with every sink, docs/performance.md).
 	MaxPending int `yaml:"max_pending"`
 	// MaxPendingBytes bounds the payload bytes held in memory the same way
 	// (each event counts its payload plus 256 bytes). Defaults to 64MiB.
@@ -548,7 +548,7 @@ func (c *Config) fill() {
 	c.Source = cmpOr(c.Source, "/outbox/"+d.Schema)
 	dl := &c.Delivery
 	dl.OnDelivered = cmpOr(dl.OnDelivered, "mark")
-	dl.MaxPending = cmpOr(dl.MaxPending, 20000)
+	dl.MaxPending = cmpOr(dl.MaxPending, 10000)
 	dl.MaxPendingBytes = cmpOr(dl.MaxPendingBytes, int64(64<<20))
 	dl.BatchSize = cmpOr(dl.BatchSize, 500)
 	dl.BatchesInFlight = cmpOr(dl.BatchesInFlight, 4)

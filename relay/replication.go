@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -69,21 +68,24 @@ type pendingEvent struct {
 	txn *Txn
 }
 
-const catchupBatch = 500
+const (
+	catchupBatch  = 500
+	catchupLinger = 10 * time.Millisecond
+)
 
 func (s *session) flushCatchup(ctx context.Context, keepalive func() error) error {
 	c := s.catchup
 	if len(c.buf) == 0 {
 		return nil
 	}
-	ids := make([]uuid.UUID, len(c.buf))
+	ids := make([][16]byte, len(c.buf)) // binary uuids, see marker.exec
 	for i, p := range c.buf {
 		ids[i] = p.ev.ID
 	}
-	marked := map[uuid.UUID]bool{}
+	marked := map[[16]byte]bool{}
 	rows, err := s.pool.Query(ctx, `SELECT id FROM `+s.table+` WHERE id = ANY($1) AND delivered_at IS NOT NULL`, ids)
 	if err == nil {
-		var id uuid.UUID
+		var id [16]byte
 		_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
 			marked[id] = true
 			return nil
@@ -99,7 +101,7 @@ func (s *session) flushCatchup(ctx context.Context, keepalive func() error) erro
 		s.logger.Info("resumed: caught up with what the previous session delivered", "skipped_already_delivered", c.skipped)
 	}
 	for _, p := range buf {
-		if marked[p.ev.ID] {
+		if marked[[16]byte(p.ev.ID)] {
 			c.skipped++
 			p.txn.Done()
 			continue
@@ -636,7 +638,7 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 	s.logger.Info("streaming started", "slot", db.Slot, "publication", db.Publication, "from", start.String())
 	s.rels = map[uint32]*relationMap{}
 	s.serverAt = start
-	if resumed && s.cfg.Delivery.OnDelivered == "mark" {
+	if resumed && s.ranBefore && s.cfg.Delivery.OnDelivered == "mark" {
 		s.catchup = &catchup{}
 	}
 
@@ -649,8 +651,17 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 	var txn *Txn
 	var commitTime time.Time
 	var commitLSN pglogrepl.LSN
+	// Reads wait on the connection's read deadline, not on a context per
+	// message (a context and pgconn's watcher per message cost ~13% of the
+	// relay's CPU); cancelling ctx moves the deadline to now.
+	conn := s.repl.Conn()
+	stopWake := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
+	defer stopWake()
+	defer conn.SetReadDeadline(time.Time{})
+	var deadline time.Time
 	for {
 		if ctx.Err() != nil {
+			conn.SetReadDeadline(time.Time{})
 			return s.drain(context.Cause(ctx))
 		}
 		if !time.Now().Before(next) {
@@ -658,9 +669,18 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 				return err
 			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, next)
-		raw, err := s.repl.ReceiveMessage(rctx)
-		cancel()
+		want := next
+		if s.catchup != nil && len(s.catchup.buf) > 0 {
+			// Do not hold the first events after a start for long.
+			if soon := time.Now().Add(catchupLinger); soon.Before(next) {
+				want = soon
+			}
+		}
+		if !want.Equal(deadline) && ctx.Err() == nil {
+			deadline = want
+			conn.SetReadDeadline(deadline)
+		}
+		raw, err := s.repl.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) && s.catchup != nil && ctx.Err() == nil {
 				if err := s.flushCatchup(ctx, keepalive); err != nil && ctx.Err() == nil {

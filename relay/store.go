@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -16,13 +15,14 @@ import (
 )
 
 // marker marks finished rows delivered (or deletes them), one statement per
-// flush, and only then lets the position move past them.
+// flush with up to markInFlight statements at once, and only then lets the
+// position move past them.
 //
 // A row can be decoded from the WAL a moment before its transaction is visible
 // to other sessions (the commit record is flushed before the transaction leaves
 // the proc array), so an UPDATE issued at once may not find it. The statement
-// returns the ids it touched; the others are tried again on the next flushes
-// and only given up on (a row deleted meanwhile) after markRetries.
+// returns the ids it touched; the others are tried again with the next flushes
+// and only given up on (a row deleted meanwhile) after markGiveUp.
 type marker struct {
 	pool     *pgxpool.Pool
 	stmt     string
@@ -33,7 +33,10 @@ type marker struct {
 	logger   *slog.Logger
 }
 
-const markRetries = 50
+const (
+	markInFlight = 2
+	markGiveUp   = 2 * time.Second
+)
 
 func newMarker(pool *pgxpool.Pool, schema, onDelivered string, cfg DeliveryConfig, logger *slog.Logger, release func(n int, bytes int64)) *marker {
 	table := pgident.Quote(schema) + ".events"
@@ -45,80 +48,108 @@ func newMarker(pool *pgxpool.Pool, schema, onDelivered string, cfg DeliveryConfi
 		in: make(chan *item, cfg.MarkBatch), release: release, logger: logger}
 }
 
-// run marks items until ctx is done; a flush that fails is retried, never skipped.
+type markResult struct {
+	items []*item
+	found map[[16]byte]bool
+	err   error
+}
+
+// run marks items until ctx is done; a statement that fails is retried, never
+// skipped.
 func (m *marker) run(ctx context.Context) {
-	items := make([]*item, 0, m.batch)
-	var later []*item // rows not found yet
-	tries := map[*item]int{}
-	ids := make([]uuid.UUID, 0, m.batch)
-	found := make(map[uuid.UUID]bool, m.batch)
+	var pending []*item
+	firstMiss := map[*item]time.Time{}
+	results := make(chan markResult, markInFlight)
+	inflight := 0
 	t := time.NewTicker(m.interval)
 	defer t.Stop()
-	flush := func() bool {
-		items = append(items, later...)
-		later = later[:0]
-		if len(items) == 0 {
-			return true
+	start := func() {
+		if len(pending) == 0 || inflight >= markInFlight {
+			return
 		}
-		ids = ids[:0]
-		for _, it := range items {
-			ids = append(ids, it.ev.ID)
-		}
-		clear(found)
-		bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
-		err := backoff.Retry(func() error {
-			clear(found)
-			rows, err := m.pool.Query(ctx, m.stmt, ids)
-			if err == nil {
-				var id uuid.UUID
-				_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
-					found[id] = true
-					return nil
-				})
-			}
-			if err != nil && ctx.Err() == nil {
-				m.logger.Warn("marking delivered rows failed; retrying", "rows", len(ids), "error", err)
-			}
-			return err
-		}, bo)
-		if err != nil {
-			return false
-		}
-		finished, bytes := 0, int64(0)
-		for _, it := range items {
-			if !found[it.ev.ID] {
-				tries[it]++
-				if tries[it] < markRetries {
-					later = append(later, it)
-					continue
-				}
-				m.logger.Warn("delivered row not found to mark; was it deleted?", "event_id", it.ev.ID.String())
-			}
-			delete(tries, it)
-			it.txn.Done()
-			finished++
-			bytes += it.weight
-		}
-		m.release(finished, bytes)
-		clear(items)
-		items = items[:0]
-		return true
+		n := min(len(pending), m.batch)
+		batch := make([]*item, n)
+		copy(batch, pending)
+		rest := copy(pending, pending[n:])
+		clear(pending[rest:])
+		pending = pending[:rest]
+		inflight++
+		go func() {
+			found, err := m.exec(ctx, batch)
+			results <- markResult{items: batch, found: found, err: err}
+		}()
 	}
 	for {
 		select {
 		case it := <-m.in:
-			items = append(items, it)
-			if len(items) >= m.batch && !flush() {
-				return
+			pending = append(pending, it)
+			if len(pending) >= m.batch {
+				start()
 			}
 		case <-t.C:
-			if !flush() {
-				return
+			start()
+		case r := <-results:
+			inflight--
+			if r.err != nil {
+				return // ctx is done
+			}
+			now := time.Now()
+			finished, bytes := 0, int64(0)
+			for _, it := range r.items {
+				if !r.found[[16]byte(it.ev.ID)] {
+					first, seen := firstMiss[it]
+					if !seen {
+						firstMiss[it] = now
+						first = now
+					}
+					if now.Sub(first) < markGiveUp {
+						pending = append(pending, it)
+						continue
+					}
+					m.logger.Warn("delivered row not found to mark; was it deleted?", "event_id", it.ev.ID.String())
+				}
+				delete(firstMiss, it)
+				it.txn.Done()
+				finished++
+				bytes += it.weight
+			}
+			m.release(finished, bytes)
+			if len(pending) >= m.batch {
+				start()
 			}
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// exec runs the mark statement for items, retrying until it succeeds or ctx
+// is done, and returns the ids it touched.
+func (m *marker) exec(ctx context.Context, items []*item) (map[[16]byte]bool, error) {
+	// [16]byte encodes as a binary uuid; uuid.UUID would go through
+	// driver.Valuer and text.
+	ids := make([][16]byte, len(items))
+	for i, it := range items {
+		ids[i] = it.ev.ID
+	}
+	found := make(map[[16]byte]bool, len(items))
+	bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
+	err := backoff.Retry(func() error {
+		clear(found)
+		rows, err := m.pool.Query(ctx, m.stmt, ids)
+		if err == nil {
+			var id [16]byte
+			_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+				found[id] = true
+				return nil
+			})
+		}
+		if err != nil && ctx.Err() == nil {
+			m.logger.Warn("marking delivered rows failed; retrying", "rows", len(ids), "error", err)
+		}
+		return err
+	}, bo)
+	return found, err
 }
 
 // deadLetterWriter records deliveries that failed for good.
