@@ -79,6 +79,18 @@ func (l intsFlag) Set(s string) error {
 	return nil
 }
 
+type envFlag struct{ v *[]string }
+
+func (f envFlag) String() string { return "" }
+
+func (f envFlag) Set(s string) error {
+	if k, _, ok := strings.Cut(s, "="); !ok || k == "" {
+		return fmt.Errorf("%q: write KEY=VALUE", s)
+	}
+	*f.v = append(*f.v, s)
+	return nil
+}
+
 type sinkOptFlag map[string][]string
 
 func (f sinkOptFlag) String() string { return "" }
@@ -134,6 +146,7 @@ func run(args []string) int {
 	fs.StringVar(&o.AMQPQueueType, "amqp-queue-type", o.AMQPQueueType, "type of the RabbitMQ queue: quorum or classic")
 	fs.StringVar(&o.RelayBin, "relay-bin", "", "run `BIN relay --config ...` (e.g. bin/outbox) as the relay instead of `outbox-bench relay` (not for the null sink)")
 	fs.StringVar(&o.CPUProfileDir, "cpuprofile", "", "write a CPU profile of each relay child into this directory (go tool pprof)")
+	fs.Var(envFlag{&o.RelayEnv}, "relay-env", "environment variable KEY=VALUE for the relay children only, repeatable (e.g. GOMAXPROCS=1, GOMEMLIMIT=80MiB)")
 	fs.StringVar(&o.RelayLogLevel, "relay-log-level", "warn", "log level of the relay children (their logs are in --work-dir)")
 	fs.StringVar(&o.WorkDir, "work-dir", "", "keep the relay configs and logs in this directory (default: a temporary one, removed)")
 	fs.StringVar(&o.JSONPath, "json", "", "also write every measurement, with the lag samples, to this JSON file")
