@@ -296,6 +296,15 @@ func (s *session) lead(ctx context.Context) error {
 				VALUES ($1, false, $2, now()) ON CONFLICT (slot) DO UPDATE SET holder = EXCLUDED.holder, holder_since = now(), updated_at = now()
 				RETURNING (xmax = 0)`, db.Slot, holder).Scan(&inserted)
 			s.ranBefore = !inserted
+			var others []string
+			if rows, err := conn.Query(ctx, `SELECT r.slot FROM `+pgident.Quote(db.Schema)+`.relay_state r
+				JOIN pg_replication_slots p ON p.slot_name = r.slot WHERE r.slot <> $1`, db.Slot); err == nil {
+				others, _ = pgx.CollectRows(rows, pgx.RowTo[string])
+			}
+			if len(others) > 0 {
+				s.logger.Warn("another replication slot tails this outbox: delivered_at is shared, so each relay marks rows the other may not have delivered; use one slot (one relay config with all routes) per outbox",
+					"slot", db.Slot, "other_slots", others)
+			}
 			if err != nil {
 				conn.Close(context.Background())
 				return fmt.Errorf("record the active relay: %w", err)
