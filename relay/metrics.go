@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,39 @@ type Metrics struct {
 	slotLag        prometheus.Gauge
 	lagLevel       prometheus.Gauge
 	sinkUp         *prometheus.GaugeVec
+
+	mu     sync.RWMutex
+	routes map[*Route]*routeMetrics // children resolved once per route
+}
+
+// routeMetrics are the metric children of one route and its sink.
+type routeMetrics struct {
+	delivered, retried prometheus.Counter
+	commitToAck        prometheus.Observer
+	durOK, durErr      prometheus.Observer
+}
+
+func (m *Metrics) route(rt *Route) *routeMetrics {
+	m.mu.RLock()
+	rm := m.routes[rt]
+	m.mu.RUnlock()
+	if rm != nil {
+		return rm
+	}
+	rm = &routeMetrics{
+		delivered:   m.delivered.WithLabelValues(rt.Name, rt.Sink),
+		retried:     m.retriedC.WithLabelValues(rt.Name, rt.Sink),
+		commitToAck: m.commitToAck.WithLabelValues(rt.Name, rt.Sink),
+		durOK:       m.duration.WithLabelValues(rt.Sink, "ok"),
+		durErr:      m.duration.WithLabelValues(rt.Sink, "error"),
+	}
+	m.mu.Lock()
+	if m.routes == nil {
+		m.routes = map[*Route]*routeMetrics{}
+	}
+	m.routes[rt] = rm
+	m.mu.Unlock()
+	return rm
 }
 
 // NewMetrics creates the relay's metrics and registers them with reg.
@@ -79,22 +113,21 @@ func (m *Metrics) observeDelivery(dl *delivery, dur time.Duration, now time.Time
 	if m == nil {
 		return
 	}
-	result := "ok"
+	rm := m.route(dl.route)
 	if err != nil {
-		result = "error"
+		rm.durErr.Observe(dur.Seconds())
+		return
 	}
-	m.duration.WithLabelValues(dl.route.Sink, result).Observe(dur.Seconds())
-	if err == nil {
-		m.delivered.WithLabelValues(dl.route.Name, dl.route.Sink).Inc()
-		if ct := dl.msg.Event.CommitTime; !ct.IsZero() {
-			m.commitToAck.WithLabelValues(dl.route.Name, dl.route.Sink).Observe(now.Sub(ct).Seconds())
-		}
+	rm.durOK.Observe(dur.Seconds())
+	rm.delivered.Inc()
+	if ct := dl.msg.Event.CommitTime; !ct.IsZero() {
+		rm.commitToAck.Observe(now.Sub(ct).Seconds())
 	}
 }
 
 func (m *Metrics) retried(dl *delivery) {
 	if m != nil {
-		m.retriedC.WithLabelValues(dl.route.Name, dl.route.Sink).Inc()
+		m.route(dl.route).retried.Inc()
 	}
 }
 
