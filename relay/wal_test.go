@@ -90,8 +90,12 @@ func TestIdleOutboxDoesNotPinWAL(t *testing.T) {
 	if written > 0 && maxRetained > written/2 && maxRetained > 64<<20 {
 		t.Errorf("the slot retained %d MiB of the %d MiB written: the idle outbox pins WAL", maxRetained>>20, written>>20)
 	}
-	if maxFlushLag > 64<<20 {
-		t.Errorf("confirmed position fell %d MiB behind while the outbox was idle", maxFlushLag>>20)
+	// The confirmed position follows the server's at every status update
+	// (250ms), while the walsender decodes the foreign WAL: allow about two
+	// seconds' worth of it.
+	perSecond := written / int64(secs)
+	if bound := max(int64(64<<20), 2*perSecond); maxFlushLag > bound {
+		t.Errorf("confirmed position fell %d MiB behind while the outbox was idle (bound %d MiB, %d MiB/s written)", maxFlushLag>>20, bound>>20, perSecond>>20)
 	}
 }
 
