@@ -50,8 +50,7 @@ func (p *poisonSetup) writeConfig(t *testing.T, fixed bool) {
 	if fixed {
 		subjects = fmt.Sprintf("[%q, %q]", p.prefix+".ok.>", p.prefix+".bad.>")
 	}
-	cfg := natsSinkConfig(p.o, p.natsURL, p.stream, subjects) + fmt.Sprintf(`    duplicate_window: 100ms
-routes:
+	cfg := natsSinkConfig(p.o, p.natsURL, p.stream, subjects) + fmt.Sprintf(`routes:
   - name: orders
     match: "order.*"
     sink: bus

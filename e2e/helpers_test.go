@@ -211,7 +211,9 @@ func natsConfig(t *testing.T, o *testutil.Outbox, extra string) (path, stream, p
 
 // natsSinkConfig returns the start of a relay.yaml for o, up to its routes:
 // the database, no admin server, and one sink "bus" publishing to the
-// JetStream stream with subjects (a YAML list).
+// JetStream stream with subjects (a YAML list). The stream's duplicate window
+// is JetStream's minimum, so that a message sent twice shows up twice and the
+// tests can count duplicates instead of JetStream hiding them.
 func natsSinkConfig(o *testutil.Outbox, natsURL, stream, subjects string) string {
 	return fmt.Sprintf(`database:
   url: %s
@@ -226,6 +228,7 @@ sinks:
     url: %s
     stream: %s
     subjects: %s
+    duplicate_window: 100ms
 `, o.DatabaseURL, o.Schema, o.Slot, o.Publication, natsURL, stream, subjects)
 }
 

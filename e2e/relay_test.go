@@ -236,7 +236,7 @@ func TestRelaySurvivesKill9(t *testing.T) {
 	dups := w.check(t, got)
 	waitDelivered(t, o, time.Minute)
 	relay.stop()
-	t.Logf("%d kill -9s, %d events committed, none lost, %d duplicates reached the stream (JetStream dedupes by Nats-Msg-Id)", kills, len(w.committed), dups)
+	t.Logf("%d kill -9s, %d events committed, none lost, %d duplicates reached the stream (duplicate window 100ms)", kills, len(w.committed), dups)
 }
 
 func TestRelayPlainSQLInserts(t *testing.T) {

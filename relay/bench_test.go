@@ -73,7 +73,7 @@ func (p *pipeline) stop() {
 // submit routes ev and hands it to the dispatcher, as session.submit does.
 func (p *pipeline) submit(txn *Txn, ev *Event) {
 	p.routes = p.router.Match(p.routes[:0], ev)
-	it := &item{ev: ev, txn: txn, ds: make([]*delivery, 0, len(p.routes))}
+	it := newItem(ev, txn, len(p.routes))
 	for _, rt := range p.routes {
 		dl := &delivery{route: rt, item: it, msg: Message{Event: ev, Route: rt.Name, Source: "/outbox/bench", Headers: ev.Headers, Attempt: 1}}
 		dest, err := rt.Destination.Render(ev)
@@ -172,7 +172,7 @@ func BenchmarkDecodeRouteSubmit(b *testing.B) {
 			b.Fatal(err)
 		}
 		routes = router.Match(routes[:0], ev)
-		it := &item{ev: ev, ds: make([]*delivery, 0, len(routes))}
+		it := newItem(ev, nil, len(routes))
 		for _, rt := range routes {
 			dl := &delivery{route: rt, item: it, msg: Message{Event: ev, Route: rt.Name, Headers: ev.Headers, Attempt: 1}}
 			dl.msg.Destination, _ = rt.Destination.Render(ev)

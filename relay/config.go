@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -532,30 +533,30 @@ func editDistance(a, b string) int {
 
 func (c *Config) fill() {
 	d := &c.Database
-	d.Schema = cmpOr(d.Schema, "outbox")
-	d.Slot = cmpOr(d.Slot, "outbox_relay")
-	d.Publication = cmpOr(d.Publication, "outbox_events")
+	d.Schema = cmp.Or(d.Schema, "outbox")
+	d.Slot = cmp.Or(d.Slot, "outbox_relay")
+	d.Publication = cmp.Or(d.Publication, "outbox_events")
 	if d.StandbyPoll == 0 {
 		d.StandbyPoll = Duration(time.Second)
 	}
-	d.FailoverTimeout = cmpOr(d.FailoverTimeout, Duration(10*time.Second))
-	d.SampleInterval = cmpOr(d.SampleInterval, Duration(15*time.Second))
-	d.LagWarnBytes = cmpOr(d.LagWarnBytes, int64(1<<30))
-	d.LagPageBytes = cmpOr(d.LagPageBytes, int64(8<<30))
-	c.Admin.Listen = cmpOr(c.Admin.Listen, "127.0.0.1:9187")
-	c.Log.Level = cmpOr(c.Log.Level, "info")
-	c.Log.Format = cmpOr(c.Log.Format, "json")
-	c.Source = cmpOr(c.Source, "/outbox/"+d.Schema)
+	d.FailoverTimeout = cmp.Or(d.FailoverTimeout, Duration(10*time.Second))
+	d.SampleInterval = cmp.Or(d.SampleInterval, Duration(15*time.Second))
+	d.LagWarnBytes = cmp.Or(d.LagWarnBytes, int64(1<<30))
+	d.LagPageBytes = cmp.Or(d.LagPageBytes, int64(8<<30))
+	c.Admin.Listen = cmp.Or(c.Admin.Listen, "127.0.0.1:9187")
+	c.Log.Level = cmp.Or(c.Log.Level, "info")
+	c.Log.Format = cmp.Or(c.Log.Format, "json")
+	c.Source = cmp.Or(c.Source, "/outbox/"+d.Schema)
 	dl := &c.Delivery
-	dl.OnDelivered = cmpOr(dl.OnDelivered, "mark")
-	dl.MaxPending = cmpOr(dl.MaxPending, 10000)
-	dl.MaxPendingBytes = cmpOr(dl.MaxPendingBytes, int64(64<<20))
-	dl.BatchSize = cmpOr(dl.BatchSize, 500)
-	dl.BatchesInFlight = cmpOr(dl.BatchesInFlight, 4)
-	dl.MarkInterval = cmpOr(dl.MarkInterval, Duration(50*time.Millisecond))
-	dl.MarkBatch = cmpOr(dl.MarkBatch, 2000)
-	dl.RetentionInterval = cmpOr(dl.RetentionInterval, Duration(10*time.Minute))
-	dl.StatusInterval = cmpOr(dl.StatusInterval, Duration(250*time.Millisecond))
+	dl.OnDelivered = cmp.Or(dl.OnDelivered, "mark")
+	dl.MaxPending = cmp.Or(dl.MaxPending, 10000)
+	dl.MaxPendingBytes = cmp.Or(dl.MaxPendingBytes, int64(64<<20))
+	dl.BatchSize = cmp.Or(dl.BatchSize, 500)
+	dl.BatchesInFlight = cmp.Or(dl.BatchesInFlight, 4)
+	dl.MarkInterval = cmp.Or(dl.MarkInterval, Duration(50*time.Millisecond))
+	dl.MarkBatch = cmp.Or(dl.MarkBatch, 2000)
+	dl.RetentionInterval = cmp.Or(dl.RetentionInterval, Duration(10*time.Minute))
+	dl.StatusInterval = cmp.Or(dl.StatusInterval, Duration(250*time.Millisecond))
 	for i := range c.Routes {
 		c.Routes[i].Retry.fill()
 	}
@@ -565,19 +566,9 @@ func (c *Config) fill() {
 }
 
 func (r *RetryConfig) fill() {
-	r.MaxAttempts = cmpOr(r.MaxAttempts, 10)
-	r.InitialInterval = cmpOr(r.InitialInterval, Duration(200*time.Millisecond))
-	r.MaxInterval = cmpOr(r.MaxInterval, Duration(30*time.Second))
-}
-
-func cmpOr[T comparable](vals ...T) T {
-	var zero T
-	for _, v := range vals {
-		if v != zero {
-			return v
-		}
-	}
-	return zero
+	r.MaxAttempts = cmp.Or(r.MaxAttempts, 10)
+	r.InitialInterval = cmp.Or(r.InitialInterval, Duration(200*time.Millisecond))
+	r.MaxInterval = cmp.Or(r.MaxInterval, Duration(30*time.Second))
 }
 
 // Validate checks the configuration as the relay does at start-up: required

@@ -14,11 +14,16 @@ import (
 // route has delivered or dead-lettered it and its row has been marked.
 type item struct {
 	ev        *Event
+	key       string // ev.Key(), computed once
 	txn       *Txn
 	remaining int // routes not yet finished; owned by the dispatcher loop
 	ds        []*delivery
 	replay    *replayState // set for a replay of a dead letter; txn is nil then
 	weight    int64        // bytes counted against delivery.max_pending_bytes
+}
+
+func newItem(ev *Event, txn *Txn, routes int) *item {
+	return &item{ev: ev, key: ev.Key(), txn: txn, ds: make([]*delivery, 0, routes)}
 }
 
 // delivery is one event on one route.
@@ -125,7 +130,7 @@ func (d *dispatcher) accept(it *item) {
 			qs = map[string]*keyQueue{}
 			d.queues[dl.route] = qs
 		}
-		key := it.ev.Key()
+		key := it.key
 		q := qs[key]
 		if q == nil {
 			q = &keyQueue{head: dl, tail: dl}
@@ -139,8 +144,9 @@ func (d *dispatcher) accept(it *item) {
 }
 
 func (d *dispatcher) makeReady(dl *delivery) {
-	if dl.err != nil && dl.bo == nil && dl.msg.Attempt == 1 && dl.first.IsZero() {
-		// Failed before any attempt (its destination did not render).
+	if dl.err != nil {
+		// Failed before any attempt (its destination did not render); a
+		// delivery that fails later is dead-lettered and never ready again.
 		dl.first = time.Now()
 		d.prefailed = append(d.prefailed, dl)
 		return
@@ -286,7 +292,7 @@ func (d *dispatcher) fail(ctx context.Context, dl *delivery, err error, now time
 // one of its key.
 func (d *dispatcher) finish(dl *delivery) {
 	qs := d.queues[dl.route]
-	key := dl.item.ev.Key()
+	key := dl.item.key
 	q := qs[key]
 	if next := dl.next; next != nil {
 		q.head = next

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"slices"
 )
 
@@ -48,7 +49,7 @@ func NewConfig(c Config) (*Config, error) {
 	var types []string
 	for i := range c.Sinks {
 		s := &c.Sinks[i]
-		s.Type = cmpOr(s.Type, LibrarySinkType)
+		s.Type = cmp.Or(s.Type, LibrarySinkType)
 		declared[s.Name] = true
 		if !slices.Contains(types, s.Type) {
 			types = append(types, s.Type)
@@ -62,11 +63,11 @@ func NewConfig(c Config) (*Config, error) {
 	}
 	for i := range c.Routes {
 		r := &c.Routes[i]
-		r.Destination = cmpOr(r.Destination, DefaultLibraryDestination)
+		r.Destination = cmp.Or(r.Destination, DefaultLibraryDestination)
 		declare(r.Sink)
 	}
 	if d := c.DefaultRoute; d != nil && !d.Drop {
-		d.Destination = cmpOr(d.Destination, DefaultLibraryDestination)
+		d.Destination = cmp.Or(d.Destination, DefaultLibraryDestination)
 		declare(d.Sink)
 	}
 	if !slices.Contains(types, LibrarySinkType) {

@@ -10,6 +10,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -100,7 +101,7 @@ func New(cfg *Config, sinks map[string]Sink, opts *Options) (*Relay, error) {
 			return nil, fmt.Errorf("relay: route %q: no sink named %q was given", rt.Name, rt.Sink)
 		}
 	}
-	r := &Relay{cfg: cfg, router: router, sinks: sinks, logger: opts.Logger, drain: opts.DrainTimeout, version: cmpOr(opts.Version, "dev")}
+	r := &Relay{cfg: cfg, router: router, sinks: sinks, logger: opts.Logger, drain: opts.DrainTimeout, version: cmp.Or(opts.Version, "dev")}
 	if r.logger == nil {
 		r.logger = slog.Default()
 	}

@@ -120,14 +120,15 @@ func (p *replayer) claim(ctx context.Context) (int, error) {
 			p.markFailed(ctx, c.id, msg)
 			continue
 		}
-		it := &item{ev: c.ev, replay: &replayState{deadLetterID: c.id}}
+		it := newItem(c.ev, nil, 1)
+		it.replay = &replayState{deadLetterID: c.id}
 		dl := &delivery{route: rt, item: it, msg: Message{Event: c.ev, Route: rt.Name, Source: p.source, Headers: c.ev.Headers, Attempt: 1}}
 		if dest, err := rt.Destination.Render(c.ev); err != nil {
 			dl.msg.Destination, dl.err = rt.Destination.String(), err
 		} else {
 			dl.msg.Destination = dest
 		}
-		it.ds = []*delivery{dl}
+		it.ds = append(it.ds, dl)
 		p.logger.Info("replaying dead letter", "dead_letter_id", c.id, "event_id", c.ev.ID.String(), "route", rt.Name, "destination", dl.msg.Destination)
 		if err := p.submit(ctx, it); err != nil {
 			return n, err

@@ -272,42 +272,30 @@ func (s *session) connect(ctx context.Context) error {
 func (s *session) lead(ctx context.Context) error {
 	db := s.cfg.Database
 	id := lockID(db.Schema, db.Slot)
-	logged := false
 	ccfg, err := pgx.ParseConfig(db.URL)
 	if err != nil {
 		return fatal(fmt.Errorf("database.url: %w", redactErr(err, db.URL)))
 	}
 	setLiveness(ccfg.RuntimeParams, db.FailoverTimeout.D())
-	for {
-		conn, err := pgx.ConnectConfig(ctx, ccfg)
-		if err != nil {
-			return fmt.Errorf("connect for the leader lock: %w", err)
-		}
+	// A standby keeps one connection and asks for the lock on it every
+	// standby_poll; an error ends the session (and so the connection).
+	conn, err := pgx.ConnectConfig(ctx, ccfg)
+	if err != nil {
+		return fmt.Errorf("connect for the leader lock: %w", err)
+	}
+	for logged := false; ; {
 		var got bool
 		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", id).Scan(&got); err != nil {
 			conn.Close(context.Background())
+			if ctx.Err() != nil {
+				return nil
+			}
 			return fmt.Errorf("leader lock: %w", err)
 		}
 		if got {
-			host, _ := os.Hostname()
-			holder := fmt.Sprintf("%s pid %d (%s)", host, os.Getpid(), s.r.version)
-			var inserted bool
-			err := conn.QueryRow(ctx, `INSERT INTO `+pgident.Quote(db.Schema)+`.relay_state (slot, snapshot_pending, holder, holder_since)
-				VALUES ($1, false, $2, now()) ON CONFLICT (slot) DO UPDATE SET holder = EXCLUDED.holder, holder_since = now(), updated_at = now()
-				RETURNING (xmax = 0)`, db.Slot, holder).Scan(&inserted)
-			s.ranBefore = !inserted
-			var others []string
-			if rows, err := conn.Query(ctx, `SELECT r.slot FROM `+pgident.Quote(db.Schema)+`.relay_state r
-				JOIN pg_replication_slots p ON p.slot_name = r.slot WHERE r.slot <> $1`, db.Slot); err == nil {
-				others, _ = pgx.CollectRows(rows, pgx.RowTo[string])
-			}
-			if len(others) > 0 {
-				s.logger.Warn("another replication slot tails this outbox: delivered_at is shared, so each relay marks rows the other may not have delivered; use one slot (one relay config with all routes) per outbox",
-					"slot", db.Slot, "other_slots", others)
-			}
-			if err != nil {
+			if err := s.recordHolder(ctx, conn); err != nil {
 				conn.Close(context.Background())
-				return fmt.Errorf("record the active relay: %w", err)
+				return err
 			}
 			s.lockConn = conn
 			s.r.active.Store(true)
@@ -315,7 +303,6 @@ func (s *session) lead(ctx context.Context) error {
 			s.logger.Info("relay is active", "slot", db.Slot, "schema", db.Schema)
 			return nil
 		}
-		conn.Close(context.Background())
 		if !logged {
 			s.logger.Info("relay is standby: another relay holds the outbox", "slot", db.Slot, "schema", db.Schema)
 			logged = true
@@ -324,9 +311,36 @@ func (s *session) lead(ctx context.Context) error {
 		select {
 		case <-time.After(db.StandbyPoll.D()):
 		case <-ctx.Done():
+			conn.Close(context.Background())
 			return nil
 		}
 	}
+}
+
+// recordHolder records this relay as the slot's holder in relay_state, learns
+// whether a relay used the slot before, and warns when another slot tails the
+// same outbox.
+func (s *session) recordHolder(ctx context.Context, conn *pgx.Conn) error {
+	db := s.cfg.Database
+	host, _ := os.Hostname()
+	holder := fmt.Sprintf("%s pid %d (%s)", host, os.Getpid(), s.r.version)
+	var inserted bool
+	err := conn.QueryRow(ctx, `INSERT INTO `+pgident.Quote(db.Schema)+`.relay_state (slot, snapshot_pending, holder, holder_since)
+		VALUES ($1, false, $2, now()) ON CONFLICT (slot) DO UPDATE SET holder = EXCLUDED.holder, holder_since = now(), updated_at = now()
+		RETURNING (xmax = 0)`, db.Slot, holder).Scan(&inserted)
+	if err != nil {
+		return fmt.Errorf("record the active relay: %w", err)
+	}
+	s.ranBefore = !inserted
+	rows, err := conn.Query(ctx, `SELECT r.slot FROM `+pgident.Quote(db.Schema)+`.relay_state r
+		JOIN pg_replication_slots p ON p.slot_name = r.slot WHERE r.slot <> $1`, db.Slot)
+	if err == nil {
+		if others, err := pgx.CollectRows(rows, pgx.RowTo[string]); err == nil && len(others) > 0 {
+			s.logger.Warn("another replication slot tails this outbox: delivered_at is shared, so each relay marks rows the other may not have delivered; use one slot (one relay config with all routes) per outbox",
+				"slot", db.Slot, "other_slots", others)
+		}
+	}
+	return nil
 }
 
 func (s *session) watchLock(ctx context.Context, cancel context.CancelCauseFunc) {
@@ -560,7 +574,7 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 			"event_id", ev.ID.String(), "event_type", ev.EventType, "aggregate_type", ev.AggregateType)
 		return nil
 	}
-	it := &item{ev: ev, txn: txn, ds: make([]*delivery, 0, len(s.routes))}
+	it := newItem(ev, txn, len(s.routes))
 	for _, rt := range s.routes {
 		dl := &delivery{route: rt, item: it, msg: Message{Event: ev, Route: rt.Name, Source: s.cfg.Source, Headers: ev.Headers, Attempt: 1}}
 		dest, err := rt.Destination.Render(ev)
@@ -577,42 +591,65 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 		txn.Add(1)
 	}
 	it.weight = min(int64(len(ev.Payload))+256, s.cfg.Delivery.MaxPendingBytes)
-	var tick <-chan time.Time
-	if keepalive != nil {
-		t := time.NewTicker(s.cfg.Delivery.StatusInterval.D())
-		defer t.Stop()
-		tick = t.C
+	if err := s.waitForBytes(ctx, it.weight, keepalive); err != nil {
+		return err
 	}
-	// Room for the event's bytes: wait while the pipeline holds
-	// max_pending_bytes (an event larger than the bound alone still passes).
-	for s.pendingBytes.Load()+it.weight > s.cfg.Delivery.MaxPendingBytes && s.pendingBytes.Load() > 0 {
+	s.pendingBytes.Add(it.weight)
+	interval := s.cfg.Delivery.StatusInterval.D()
+	if err := sendKeepingAlive(ctx, s.tokens, struct{}{}, interval, keepalive); err != nil {
+		return err
+	}
+	s.r.metrics.setInflight(len(s.tokens))
+	return sendKeepingAlive(ctx, s.disp.in, it, interval, keepalive)
+}
+
+// waitForBytes waits while the pipeline holds max_pending_bytes (an event
+// larger than the bound alone still passes), reporting the position every
+// status interval meanwhile.
+func (s *session) waitForBytes(ctx context.Context, weight int64, keepalive func() error) error {
+	full := func() bool {
+		held := s.pendingBytes.Load()
+		return held > 0 && held+weight > s.cfg.Delivery.MaxPendingBytes
+	}
+	if !full() {
+		return nil
+	}
+	lastStatus := time.Now()
+	for full() {
 		select {
 		case <-time.After(2 * time.Millisecond):
-		case <-tick:
-			if err := keepalive(); err != nil {
-				return err
-			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if keepalive != nil && time.Since(lastStatus) >= s.cfg.Delivery.StatusInterval.D() {
+			lastStatus = time.Now()
+			if err := keepalive(); err != nil {
+				return err
+			}
+		}
 	}
-	s.pendingBytes.Add(it.weight)
+	return nil
+}
+
+// sendKeepingAlive sends v on ch. While the send blocks it calls keepalive
+// (when set) every interval, so PostgreSQL does not time the stream out while
+// the relay waits for room.
+func sendKeepingAlive[T any](ctx context.Context, ch chan<- T, v T, interval time.Duration, keepalive func() error) error {
+	select {
+	case ch <- v:
+		return nil
+	default:
+	}
+	var tick <-chan time.Time
+	if keepalive != nil {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
-		case s.tokens <- struct{}{}:
-			s.r.metrics.setInflight(len(s.tokens))
-			for {
-				select {
-				case s.disp.in <- it:
-					return nil
-				case <-tick:
-					if err := keepalive(); err != nil {
-						return err
-					}
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
+		case ch <- v:
+			return nil
 		case <-tick:
 			if err := keepalive(); err != nil {
 				return err
