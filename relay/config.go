@@ -118,6 +118,12 @@ type DeliveryConfig struct {
 	// PostgreSQL. A shorter interval means fewer events sent again after a
 	// crash. Defaults to 250ms.
 	StatusInterval Duration `yaml:"status_interval"`
+	// ReadLinger, when set, makes the replication connection wait up to this
+	// long after a read that emptied the socket and take what else arrived in
+	// one read: fewer system calls and wake-ups per event at high rates, for up
+	// to this much more latency per event. At most 100ms. Defaults to 0 (off);
+	// docs/performance.md measures 1ms.
+	ReadLinger Duration `yaml:"read_linger"`
 }
 
 // SinkConfig is one entry of `sinks`. Name and Type are common to every sink;
@@ -587,6 +593,9 @@ func (c *Config) Validate(sinkTypes []string) error {
 		if err := pgident.Validate(f.name, f.v); err != nil {
 			add(0, f.name, "%v", err)
 		}
+	}
+	if c.Delivery.ReadLinger.D() > 100*time.Millisecond {
+		add(0, "delivery.read_linger", "must be at most 100ms (it adds up to its length to every event's latency), not %s", c.Delivery.ReadLinger.D())
 	}
 	switch c.Delivery.OnDelivered {
 	case "mark", "delete":

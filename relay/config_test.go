@@ -42,6 +42,7 @@ func TestConfigErrors(t *testing.T) {
 		"drop with sink": {base + "default_route: {drop: true, sink: bus}\n", "drop: true cannot be combined"},
 		"bad schema":     {"database: {url: x, schema: Bad-Name}\ndefault_route: {drop: true}\n", `database.schema "Bad-Name" may only contain`},
 		"on_delivered":   {"database: {url: x}\ndelivery: {on_delivered: keep}\ndefault_route: {drop: true}\n", "must be mark or delete"},
+		"read_linger":    {"database: {url: x}\ndelivery: {read_linger: 1s}\ndefault_route: {drop: true}\n", "delivery.read_linger: must be at most 100ms"},
 		"no url":         {"database: {schema: x}\ndefault_route: {drop: true}\n", "database.url: required"},
 		"retry order":    {base + "  - {name: a, match: x, sink: bus, destination: d, retry: {initial_interval: 1m, max_interval: 1s}}\n", "shorter than initial_interval"},
 	}

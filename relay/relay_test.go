@@ -373,3 +373,48 @@ func TestRetentionDeletesDeliveredRows(t *testing.T) {
 		t.Fatalf("%d delivered rows older than the retention are still there", n)
 	}
 }
+
+// TestReadLingerKeepsEveryEventInOrder runs the relay with read coalescing on:
+// small transactions (short reads that linger) and a large one (full reads)
+// all arrive, in commit order per key.
+func TestReadLingerKeepsEveryEventInOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t, "delivery: {read_linger: 2ms}\nroutes:\n  - {name: r, match: '*', sink: bus, destination: 'PREFIX.ok.x'}\n", nil, nil)
+	ctx := context.Background()
+	const keys, small, large = 7, 300, 3000
+	var want []string
+	for i := range small {
+		ev := sdk.Event{AggregateType: "a", AggregateID: fmt.Sprint(i % keys), EventType: "e", Payload: fmt.Appendf(nil, `{"n":%d}`, len(want))}
+		want = append(want, string(ev.Payload))
+		b.write(t, ctx, ev)
+	}
+	var batch []sdk.Event
+	for range large {
+		ev := sdk.Event{AggregateType: "a", AggregateID: fmt.Sprint(len(want) % keys), EventType: "e", Payload: fmt.Appendf(nil, `{"n":%d}`, len(want))}
+		want = append(want, string(ev.Payload))
+		batch = append(batch, ev)
+	}
+	b.write(t, ctx, batch...)
+	msgs := b.consume(t, len(want))
+	perKey := map[string][]string{}
+	for _, m := range msgs {
+		perKey[m.Headers().Get("ce-subject")] = append(perKey[m.Headers().Get("ce-subject")], string(m.Data()))
+	}
+	var got []string
+	for k := range keys {
+		got = append(got, perKey[fmt.Sprint(k)]...)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d messages with a known key, want %d (keys seen: %d)", len(got), len(want), len(perKey))
+	}
+	wantPerKey := map[string][]string{}
+	for i, p := range want {
+		k := fmt.Sprint(i % keys)
+		wantPerKey[k] = append(wantPerKey[k], p)
+	}
+	for k, w := range wantPerKey {
+		if strings.Join(perKey[k], ",") != strings.Join(w, ",") {
+			t.Fatalf("key %s: order or content differs:\n got %.200v\nwant %.200v", k, perKey[k], w)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -375,6 +376,16 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 	rcfg.RuntimeParams["replication"] = "database"
 	setLiveness(rcfg.RuntimeParams, db.FailoverTimeout.D())
 	rcfg.RuntimeParams["application_name"] = "outbox-relay"
+	if linger := s.cfg.Delivery.ReadLinger.D(); linger > 0 {
+		dial := rcfg.DialFunc
+		rcfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return newLingerConn(c, linger), nil
+		}
+	}
 	s.repl, err = pgconn.ConnectConfig(ctx, rcfg)
 	if err != nil {
 		if isFatalPgError(err) {

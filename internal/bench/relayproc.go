@@ -56,6 +56,9 @@ func relayConfig(o *Options, dbURL, schema, slot, pub, admin string, env sinkEnv
 	if o.MarkInterval > 0 {
 		fmt.Fprintf(&b, "  mark_interval: %s\n", o.MarkInterval)
 	}
+	if o.ReadLinger > 0 {
+		fmt.Fprintf(&b, "  read_linger: %s\n", o.ReadLinger)
+	}
 	fmt.Fprintf(&b, "sinks:\n  - name: out\n    type: %s\n", env.typ())
 	for line := range strings.SplitSeq(strings.TrimSpace(env.entry()), "\n") {
 		if line != "" {

@@ -68,6 +68,7 @@ type Options struct {
 	BatchSize, BatchesInFlight, MaxPending int
 	MarkBatch                              int
 	MarkInterval                           time.Duration
+	ReadLinger                             time.Duration
 	SinkOptions                            map[string][]string // extra "key: value" lines per sink
 	NATSURL, AMQPURL, RedisURL             string
 	KafkaPartitions                        int

@@ -227,6 +227,9 @@ func relayKnobs(o *Options) string {
 	if o.MarkInterval > 0 {
 		k = append(k, fmt.Sprintf("mark_interval %s", o.MarkInterval))
 	}
+	if o.ReadLinger > 0 {
+		k = append(k, fmt.Sprintf("read_linger %s", o.ReadLinger))
+	}
 	if o.MarkBatch > 0 {
 		k = append(k, fmt.Sprintf("mark_batch %d", o.MarkBatch))
 	}
