@@ -96,6 +96,30 @@ func TestUpDownStatusConcurrent(t *testing.T) {
 		t.Errorf("defaults: version %q content type %q id %s (want 1.0, application/json, a v7 uuid)", version, ctype, id)
 	}
 
+	// Marking rows delivered, as the relay does (one statement over many
+	// ids), must be a HOT update for every row: no index entry written.
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO `+schema+`.events (aggregate_type, aggregate_id, event_type, payload, headers)
+		SELECT 'order', (g % 100)::text, 'order.created', convert_to(repeat('x', 300), 'UTF8'),
+		       '{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+		FROM generate_series(1, 2000) g`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE `+schema+`.events SET delivered_at = now() WHERE id = ANY(ARRAY(SELECT id FROM `+schema+`.events))`); err != nil {
+		t.Fatal(err)
+	}
+	var upd, hot int64
+	if err := tx.QueryRow(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE schemaname = $1 AND relname = 'events'`, schema).Scan(&upd, &hot); err != nil {
+		t.Fatal(err)
+	}
+	tx.Rollback(ctx)
+	if upd != 2001 || hot != upd {
+		t.Errorf("marking 2001 rows: %d updated, %d of them HOT; want every one HOT (fillfactor)", upd, hot)
+	}
+
 	res, err := m.Down(ctx, 0)
 	if err != nil {
 		t.Fatalf("down: %v", err)
