@@ -24,8 +24,12 @@ import (
 // returns the ids it touched; the others are tried again with the next flushes
 // and only given up on (a row deleted meanwhile) after markGiveUp.
 type marker struct {
-	pool     *pgxpool.Pool
-	stmt     string
+	pool *pgxpool.Pool
+	stmt string
+	// counted, when set, is stmt without RETURNING: when it touches every
+	// id, decoding the returned ids is saved; when it touches fewer, stmt
+	// runs to learn which. Mark mode only: a second DELETE cannot tell.
+	counted  string
 	interval time.Duration
 	batch    int
 	in       chan *item
@@ -34,17 +38,18 @@ type marker struct {
 }
 
 const (
-	markInFlight = 2
+	markInFlight = 4
 	markGiveUp   = 2 * time.Second
 )
 
 func newMarker(pool *pgxpool.Pool, schema, onDelivered string, cfg DeliveryConfig, logger *slog.Logger, release func(n int, bytes int64)) *marker {
 	table := pgident.Quote(schema) + ".events"
-	stmt := "UPDATE " + table + " SET delivered_at = now() WHERE id = ANY($1) RETURNING id"
+	counted := "UPDATE " + table + " SET delivered_at = now() WHERE id = ANY($1)"
+	stmt := counted + " RETURNING id"
 	if onDelivered == "delete" {
-		stmt = "DELETE FROM " + table + " WHERE id = ANY($1) RETURNING id"
+		counted, stmt = "", "DELETE FROM "+table+" WHERE id = ANY($1) RETURNING id"
 	}
-	return &marker{pool: pool, stmt: stmt, interval: cfg.MarkInterval.D(), batch: cfg.MarkBatch,
+	return &marker{pool: pool, stmt: stmt, counted: counted, interval: cfg.MarkInterval.D(), batch: cfg.MarkBatch,
 		in: make(chan *item, cfg.MarkBatch), release: release, logger: logger}
 }
 
@@ -96,7 +101,7 @@ func (m *marker) run(ctx context.Context) {
 			now := time.Now()
 			finished, bytes := 0, int64(0)
 			for _, it := range r.items {
-				if !r.found[[16]byte(it.ev.ID)] {
+				if r.found != nil && !r.found[[16]byte(it.ev.ID)] {
 					first, seen := firstMiss[it]
 					if !seen {
 						firstMiss[it] = now
@@ -124,7 +129,7 @@ func (m *marker) run(ctx context.Context) {
 }
 
 // exec runs the mark statement for items, retrying until it succeeds or ctx
-// is done, and returns the ids it touched.
+// is done, and returns the ids it touched, or nil when it touched them all.
 func (m *marker) exec(ctx context.Context, items []*item) (map[[16]byte]bool, error) {
 	// [16]byte encodes as a binary uuid; uuid.UUID would go through
 	// driver.Valuer and text.
@@ -132,10 +137,23 @@ func (m *marker) exec(ctx context.Context, items []*item) (map[[16]byte]bool, er
 	for i, it := range items {
 		ids[i] = it.ev.ID
 	}
-	found := make(map[[16]byte]bool, len(items))
+	var found map[[16]byte]bool
 	bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
 	err := backoff.Retry(func() error {
-		clear(found)
+		found = nil
+		if m.counted != "" {
+			tag, err := m.pool.Exec(ctx, m.counted, ids)
+			if err == nil && tag.RowsAffected() == int64(len(ids)) {
+				return nil // every row marked
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					m.logger.Warn("marking delivered rows failed; retrying", "rows", len(ids), "error", err)
+				}
+				return err
+			}
+		}
+		found = make(map[[16]byte]bool, len(items))
 		rows, err := m.pool.Query(ctx, m.stmt, ids)
 		if err == nil {
 			var id [16]byte
