@@ -1,10 +1,12 @@
 package relay
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -72,6 +74,8 @@ type pendingEvent struct {
 const (
 	catchupBatch  = 500
 	catchupLinger = 10 * time.Millisecond
+	// replReadBuffer is the replication connection's read buffer.
+	replReadBuffer = 256 << 10
 )
 
 func (s *session) flushCatchup(ctx context.Context, keepalive func() error) error {
@@ -376,6 +380,12 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 	rcfg.RuntimeParams["replication"] = "database"
 	setLiveness(rcfg.RuntimeParams, db.FailoverTimeout.D())
 	rcfg.RuntimeParams["application_name"] = "outbox-relay"
+	// pgproto3 reads at most 8 KiB per system call; a backlog streams at
+	// 100+ MB/s, so read through a larger buffer (one read takes what the
+	// socket holds).
+	rcfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(r, replReadBuffer), w)
+	}
 	if linger := s.cfg.Delivery.ReadLinger.D(); linger > 0 {
 		dial := rcfg.DialFunc
 		rcfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
