@@ -125,6 +125,7 @@ func run(args []string) int {
 	fs.DurationVar(&o.LiveDuration, "live-duration", o.LiveDuration, "duration of each live run (writers at the ceiling, relay on)")
 	fs.DurationVar(&o.LatencyDuration, "latency-duration", o.LatencyDuration, "duration of each latency run")
 	fs.Int64Var(&o.Backlog, "backlog", o.Backlog, "events in the backlog the relays drain")
+	fs.IntVar(&o.DrainRuns, "drain-runs", o.DrainRuns, "drains of the backlog per sink (each after a raw decode of it); the median is reported")
 	fs.IntVar(&o.PayloadSize, "payload", o.PayloadSize, "payload size in bytes")
 	fs.IntVar(&o.Keys, "keys", o.Keys, "distinct ordering keys (aggregate ids)")
 	fs.BoolVar(&o.NoTrace, "no-trace", false, "write events without a traceparent header (by default they carry one, as an instrumented service's do)")

@@ -48,8 +48,11 @@ type Options struct {
 	LiveDuration          time.Duration
 	LatencyDuration       time.Duration
 	Backlog               int64
-	PayloadSize           int
-	Keys                  int
+	// DrainRuns is how often each sink drains the backlog; the median run
+	// is reported.
+	DrainRuns   int
+	PayloadSize int
+	Keys        int
 	// LatencyRate is the steady rate of the first latency run (events/s);
 	// LatencyFraction of the 1-event ceiling is the rate of the second.
 	// NoTrace leaves the trace context out: by default every event carries
@@ -112,6 +115,7 @@ func (o *Options) Defaults() {
 	o.LiveDuration = cmpOr(o.LiveDuration, 10*time.Second)
 	o.LatencyDuration = cmpOr(o.LatencyDuration, 10*time.Second)
 	o.Backlog = cmpOr(o.Backlog, 200_000)
+	o.DrainRuns = cmpOr(o.DrainRuns, 3)
 	o.PayloadSize = cmpOr(o.PayloadSize, 300)
 	o.Keys = cmpOr(o.Keys, 10_000)
 	o.LatencyRate = cmpOr(o.LatencyRate, 1000)
@@ -192,10 +196,14 @@ type DrainResult struct {
 	// RawRate is the raw decode rate measured just before this drain.
 	RawRate float64 `json:"raw_rate,omitempty"`
 	// Runs, Min and Max describe the raw decode runs (one before each
-	// sink's drain); Rate is then their median.
+	// drain); Rate is then their median. For a sink's drain, Runs counts
+	// its runs, this is the median one, and MinRatio and MaxRatio bound
+	// the others.
 	Runs            int      `json:"runs,omitempty"`
 	Min             float64  `json:"min,omitempty"`
 	Max             float64  `json:"max,omitempty"`
+	MinRatio        float64  `json:"min_ratio,omitempty"`
+	MaxRatio        float64  `json:"max_ratio,omitempty"`
 	RelayCPUPer100k float64  `json:"relay_cpu_s_per_100k,omitempty"`
 	PeakRSS         int64    `json:"peak_rss,omitempty"`
 	CPU             CPUSplit `json:"cpu"`
@@ -637,66 +645,74 @@ func (r *runner) walLSN(ctx context.Context) (int64, error) {
 	return lsn, err
 }
 
-// drains writes one backlog with the relay off, with a slot per reader
-// created before it, then has the raw decoder and each sink's relay read it.
-// drains writes a backlog with the relay off, with slots created before it,
-// then, per sink, has the raw decoder read it (just before, so that the
-// ratio compares runs under the same background load) and the sink's relay
-// drain it. One backlog serves every sink; with on_delivered: delete, whose
-// relay deletes the rows, each sink gets a backlog of its own.
+// drains has, per sink and DrainRuns times, a fresh backlog written with the
+// relay off (the previous one truncated), the raw decoder read it and the
+// sink's relay drain it, each from a copy of a slot created just before the
+// backlog (pg_copy_logical_replication_slot). The raw read comes just before
+// the drain, so that each ratio compares runs under the same background load;
+// the sink's result is its median run. Every drain marks (or deletes) rows
+// written once and never touched, as in production: a backlog drained and
+// unmarked before is slower to mark (its pages hold older row versions).
 func (r *runner) drains(ctx context.Context) error {
-	perSink := r.o.OnDelivered == "delete"
-	var wal int64
+	template := r.schema + "_backlog"
+	defer r.dropSlot(context.Background(), template)
 	var raws []*DrainResult
-	for i, s := range r.o.Sinks {
-		if ctx.Err() != nil {
-			break
-		}
-		if i == 0 || perSink {
-			var sinks []string
-			if perSink {
-				sinks = []string{s}
-			} else {
-				sinks = r.o.Sinks
+	for _, s := range r.o.Sinks {
+		var runs []*DrainResult
+		for run := range r.o.DrainRuns {
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-			var err error
-			if wal, err = r.backlog(ctx, sinks); err != nil {
+			r.dropSlot(ctx, template)
+			if _, err := r.pool.Exec(ctx, "TRUNCATE "+pgident.Quote(r.schema)+".events"); err != nil {
+				return fmt.Errorf("truncate the previous backlog: %w", err)
+			}
+			wal, err := r.backlog(ctx, template)
+			if err != nil {
 				return err
 			}
-		}
-		sr := r.sinkResult(s)
-		s0 := r.meter.sample()
-		d, err := rawDecode(ctx, r.dbURL, r.schema+"_raw_"+s, r.pub, r.o.Backlog)
-		s1 := r.meter.sample()
-		r.dropSlot(ctx, r.schema+"_raw_"+s)
-		if err != nil {
-			return fmt.Errorf("raw decode: %w", err)
-		}
-		rd := &DrainResult{Events: r.o.Backlog, Seconds: d.Seconds(), Rate: float64(r.o.Backlog) / d.Seconds(), WALBytes: wal,
-			MBps: float64(wal) / 1e6 / d.Seconds(), CPU: cpuBetween(s0, s1)}
-		raws = append(raws, rd)
-		r.o.logf("raw pgoutput decode: %.0f events/s, %.1f MB/s (cpu %s)", rd.Rate, rd.MBps, rd.CPU)
-		if !perSink {
-			// The relay that resumes a slot skips rows already marked
-			// delivered (its catch-up after a restart), and delivered_at is
-			// shared by every slot of the outbox: unmark what the previous
-			// relay marked, so each relay reads the same backlog in full.
-			if _, err := r.pool.Exec(ctx, "UPDATE "+pgident.Quote(r.schema)+".events SET delivered_at = NULL WHERE delivered_at IS NOT NULL"); err != nil {
-				return fmt.Errorf("unmark the backlog: %w", err)
+			rawSlot := fmt.Sprintf("%s_raw_%s_%d", r.schema, s, run)
+			if err := r.copySlot(ctx, template, rawSlot); err != nil {
+				return err
 			}
+			s0 := r.meter.sample()
+			d, err := rawDecode(ctx, r.dbURL, rawSlot, r.pub, r.o.Backlog)
+			s1 := r.meter.sample()
+			r.dropSlot(ctx, rawSlot)
+			if err != nil {
+				return fmt.Errorf("raw decode: %w", err)
+			}
+			rd := &DrainResult{Events: r.o.Backlog, Seconds: d.Seconds(), Rate: float64(r.o.Backlog) / d.Seconds(), WALBytes: wal,
+				MBps: float64(wal) / 1e6 / d.Seconds(), CPU: cpuBetween(s0, s1)}
+			raws = append(raws, rd)
+			r.o.logf("raw pgoutput decode: %.0f events/s, %.1f MB/s (cpu %s)", rd.Rate, rd.MBps, rd.CPU)
+			drainSlot := fmt.Sprintf("%s_drain_%s_%d", r.schema, s, run)
+			if err := r.copySlot(ctx, template, drainSlot); err != nil {
+				return err
+			}
+			dr, err := r.drainOne(ctx, s, drainSlot, wal)
+			if err != nil {
+				r.o.logf("drain %s: %v", s, err)
+				r.sinkResult(s).fail(fmt.Errorf("drain: %w", err))
+				break
+			}
+			dr.RawRate = rd.Rate
+			dr.Ratio = dr.Rate / rd.Rate
+			r.o.logf("drain %s (run %d of %d): %.0f events/s, %.1f MB/s, %.2fx raw; relay %.2f CPU s/100k events, peak RSS %s (cpu %s)",
+				s, run+1, r.o.DrainRuns, dr.Rate, dr.MBps, dr.Ratio, dr.RelayCPUPer100k, mb(dr.PeakRSS), dr.CPU)
+			runs = append(runs, dr)
 		}
-		dr, err := r.drainOne(ctx, s, r.schema+"_drain_"+s, wal)
-		if err != nil {
-			r.o.logf("drain %s: %v", s, err)
-			sr.fail(fmt.Errorf("drain: %w", err))
+		if len(runs) == 0 {
 			continue
 		}
-		dr.RawRate = rd.Rate
-		dr.Ratio = dr.Rate / rd.Rate
-		r.o.logf("drain %s: %.0f events/s, %.1f MB/s, %.2fx raw; relay %.2f CPU s/100k events, peak RSS %s (cpu %s)",
-			s, dr.Rate, dr.MBps, dr.Ratio, dr.RelayCPUPer100k, mb(dr.PeakRSS), dr.CPU)
-		sr.Drain = dr
-		sr.PeakRSS = max(sr.PeakRSS, dr.PeakRSS)
+		sr := r.sinkResult(s)
+		for _, dr := range runs {
+			sr.PeakRSS = max(sr.PeakRSS, dr.PeakRSS)
+		}
+		slices.SortFunc(runs, func(a, b *DrainResult) int { return cmp.Compare(a.Ratio, b.Ratio) })
+		med := *runs[len(runs)/2]
+		med.Runs, med.MinRatio, med.MaxRatio = len(runs), runs[0].Ratio, runs[len(runs)-1].Ratio
+		sr.Drain = &med
 	}
 	if len(raws) > 0 {
 		slices.SortFunc(raws, func(a, b *DrainResult) int { return cmp.Compare(a.Rate, b.Rate) })
@@ -708,15 +724,19 @@ func (r *runner) drains(ctx context.Context) error {
 	return nil
 }
 
-// backlog creates a raw reader's slot and a relay's slot for each of sinks,
-// then writes the backlog (batches of 100) and returns its WAL size.
-func (r *runner) backlog(ctx context.Context, sinks []string) (int64, error) {
-	for _, s := range sinks {
-		for _, n := range []string{r.schema + "_raw_" + s, r.schema + "_drain_" + s} {
-			if err := r.createSlot(ctx, n); err != nil {
-				return 0, err
-			}
-		}
+// copySlot makes a fresh slot at the position of template.
+func (r *runner) copySlot(ctx context.Context, template, name string) error {
+	if _, err := r.pool.Exec(ctx, "SELECT pg_copy_logical_replication_slot($1, $2)", template, name); err != nil {
+		return fmt.Errorf("copy slot %s to %s: %w", template, name, err)
+	}
+	return nil
+}
+
+// backlog creates the template slot, then writes the backlog (batches of
+// 100) and returns its WAL size.
+func (r *runner) backlog(ctx context.Context, template string) (int64, error) {
+	if err := r.createSlot(ctx, template); err != nil {
+		return 0, err
 	}
 	lsn0, err := r.walLSN(ctx)
 	if err != nil {

@@ -143,7 +143,11 @@ func printTable(w io.Writer, o *Options, mr *ModeResult) {
 			return "", "", false
 		}
 		d := s.Drain
-		return fmt.Sprintf("%s ev/s, %.1f MB/s (%.2fx the raw %s just before)", num(d.Rate), d.MBps, d.Ratio, num(d.RawRate)), check(d.Ratio >= 0.8), true
+		runs := ""
+		if d.Runs > 1 {
+			runs = fmt.Sprintf("; median of %d runs, %.2f-%.2fx", d.Runs, d.MinRatio, d.MaxRatio)
+		}
+		return fmt.Sprintf("%s ev/s, %.1f MB/s (%.2fx the raw %s just before%s)", num(d.Rate), d.MBps, d.Ratio, num(d.RawRate), runs), check(d.Ratio >= 0.8), true
 	})
 	for i := range 2 {
 		var label string
