@@ -55,7 +55,11 @@ func newPipeline(b *testing.B, m *Metrics) *pipeline {
 		b.Fatal(err)
 	}
 	p := &pipeline{router: router, pos: NewPosition(0), sink: &acceptAll{}, done: make(chan *item, 4096), ended: make(chan struct{})}
-	p.disp = newDispatcher(cfg.Delivery, map[string]Sink{"s": p.sink}, slog.New(slog.DiscardHandler), m, nil, func(it *item) { p.done <- it })
+	p.disp = newDispatcher(cfg.Delivery, map[string]Sink{"s": p.sink}, slog.New(slog.DiscardHandler), m, nil, func(items []*item) {
+		for _, it := range items {
+			p.done <- it
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	go func() {
@@ -84,7 +88,7 @@ func (p *pipeline) submit(txn *Txn, ev *Event) {
 		it.ds = append(it.ds, dl)
 	}
 	txn.Add(1)
-	p.disp.in <- it
+	p.disp.in <- []*item{it}
 }
 
 func benchEvents(n int) []*Event {

@@ -69,11 +69,11 @@ type dispatcher struct {
 	sinks   map[string]*sinkState
 	queues  map[*Route]map[string]*keyQueue
 
-	in      chan *item
+	in      chan []*item
 	results chan batchResult
 	retries chan *delivery
 	dead    chan *delivery // dead letters written
-	done    func(*item)    // called from the loop when an item is finished
+	done    func([]*item)  // called from the loop with the items it finished; takes the slice
 	dlq     *deadLetterWriter
 	tracing *tracing // nil when tracing is off
 
@@ -81,14 +81,15 @@ type dispatcher struct {
 	pending int            // items in the dispatcher
 
 	prefailed []*delivery
+	finished  []*item // finished in this turn of the loop, for done
 }
 
-func newDispatcher(cfg DeliveryConfig, sinks map[string]Sink, logger *slog.Logger, m *Metrics, dlq *deadLetterWriter, done func(*item)) *dispatcher {
+func newDispatcher(cfg DeliveryConfig, sinks map[string]Sink, logger *slog.Logger, m *Metrics, dlq *deadLetterWriter, done func([]*item)) *dispatcher {
 	d := &dispatcher{
 		cfg: cfg, logger: logger, metrics: m, dlq: dlq, done: done,
 		sinks:   map[string]*sinkState{},
 		queues:  map[*Route]map[string]*keyQueue{},
-		in:      make(chan *item, 1024),
+		in:      make(chan []*item, 64),
 		results: make(chan batchResult, 64),
 		retries: make(chan *delivery, 1024),
 		dead:    make(chan *delivery, 1024),
@@ -106,8 +107,10 @@ func (d *dispatcher) run(ctx context.Context) {
 	defer d.wg.Wait()
 	for {
 		select {
-		case it := <-d.in:
-			d.accept(it)
+		case items := <-d.in:
+			for _, it := range items {
+				d.accept(it)
+			}
 		case r := <-d.results:
 			d.finishBatch(ctx, r)
 		case dl := <-d.retries:
@@ -116,6 +119,11 @@ func (d *dispatcher) run(ctx context.Context) {
 			d.finish(dl)
 		case <-ctx.Done():
 			return
+		}
+		if len(d.finished) > 0 {
+			done := d.finished
+			d.finished = nil
+			d.done(done)
 		}
 		d.dispatch(ctx)
 	}
@@ -305,6 +313,6 @@ func (d *dispatcher) finish(dl *delivery) {
 	it.remaining--
 	if it.remaining == 0 {
 		d.pending--
-		d.done(it)
+		d.finished = append(d.finished, it)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -40,7 +39,8 @@ type session struct {
 	pos      *Position
 	disp     *dispatcher
 	mark     *marker
-	tokens   chan struct{}
+	gate     *gate   // bounds the events in the pipeline (max_pending, max_pending_bytes)
+	handoff  []*item // routed events not yet handed to the dispatcher
 	rels     map[uint32]*relationMap
 	table    string // quoted schema.events
 	routes   []*Route
@@ -48,9 +48,6 @@ type session struct {
 	catchup  *catchup // non-nil while resuming: skip rows already marked delivered
 	// ranBefore: a relay used this slot before (its relay_state row existed).
 	ranBefore bool
-	// pendingBytes counts the payload bytes of the events in the pipeline,
-	// bounded by delivery.max_pending_bytes next to the max_pending count.
-	pendingBytes atomic.Int64
 }
 
 // catchup: after a restart the slot sends again every transaction after its
@@ -76,6 +73,8 @@ const (
 	catchupLinger = 10 * time.Millisecond
 	// replReadBuffer is the replication connection's read buffer.
 	replReadBuffer = 256 << 10
+	// handoffBatch is the most events the stream hands the dispatcher at once.
+	handoffBatch = 256
 )
 
 func (s *session) flushCatchup(ctx context.Context, keepalive func() error) error {
@@ -117,7 +116,7 @@ func (s *session) flushCatchup(ctx context.Context, keepalive func() error) erro
 			return err
 		}
 	}
-	return nil
+	return s.handOff(ctx, keepalive)
 }
 
 func (s *session) run(ctx context.Context) (err error) {
@@ -158,32 +157,39 @@ func (s *session) run(ctx context.Context) (err error) {
 		wg.Wait()
 	}()
 	s.pos = NewPosition(start)
-	s.tokens = make(chan struct{}, s.cfg.Delivery.MaxPending)
+	s.gate = newGate(s.cfg.Delivery.MaxPending, s.cfg.Delivery.MaxPendingBytes)
 	release := func(n int, bytes int64) {
-		for range n {
-			<-s.tokens
-		}
-		s.pendingBytes.Add(-bytes)
-		s.r.metrics.setInflight(len(s.tokens))
+		s.gate.release(n, bytes)
+		s.r.metrics.setInflight(s.gate.held())
 	}
 	s.mark = newMarker(s.pool, db.Schema, s.cfg.Delivery.OnDelivered, s.cfg.Delivery, s.logger, release)
 	dlq := newDeadLetterWriter(s.pool, db.Schema, s.logger)
 	rp := newReplayer(s.pool, db.Schema, s.r.router, s.cfg.Source, s.logger, func(ctx context.Context, it *item) error {
 		select {
-		case s.disp.in <- it:
+		case s.disp.in <- []*item{it}:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	})
-	s.disp = newDispatcher(s.cfg.Delivery, s.r.sinks, s.logger, s.r.metrics, dlq, func(it *item) {
-		to := s.mark.in
-		if it.replay != nil {
-			to = rp.finished
+	s.disp = newDispatcher(s.cfg.Delivery, s.r.sinks, s.logger, s.r.metrics, dlq, func(items []*item) {
+		marks := items[:0] // the dispatcher hands the slice over
+		for _, it := range items {
+			if it.replay == nil {
+				marks = append(marks, it)
+				continue
+			}
+			select {
+			case rp.finished <- it:
+			case <-pctx.Done():
+				return
+			}
 		}
-		select {
-		case to <- it:
-		case <-pctx.Done():
+		if len(marks) > 0 {
+			select {
+			case s.mark.in <- marks:
+			case <-pctx.Done():
+			}
 		}
 	})
 	s.disp.tracing = s.r.tracing
@@ -569,6 +575,9 @@ func (s *session) backfill(ctx context.Context, tx pgx.Tx) error {
 			break
 		}
 	}
+	if err := s.handOff(ctx, nil); err != nil {
+		return err
+	}
 	s.logger.Info("snapshot read", "slot", db.Slot, "undelivered_rows", total)
 	txn.Commit(0)
 	return nil
@@ -612,44 +621,36 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 		txn.Add(1)
 	}
 	it.weight = min(int64(len(ev.Payload))+256, s.cfg.Delivery.MaxPendingBytes)
-	if err := s.waitForBytes(ctx, it.weight, keepalive); err != nil {
-		return err
-	}
-	s.pendingBytes.Add(it.weight)
-	interval := s.cfg.Delivery.StatusInterval.D()
-	if err := sendKeepingAlive(ctx, s.tokens, struct{}{}, interval, keepalive); err != nil {
-		return err
-	}
-	s.r.metrics.setInflight(len(s.tokens))
-	return sendKeepingAlive(ctx, s.disp.in, it, interval, keepalive)
-}
-
-// waitForBytes waits while the pipeline holds max_pending_bytes (an event
-// larger than the bound alone still passes), reporting the position every
-// status interval meanwhile.
-func (s *session) waitForBytes(ctx context.Context, weight int64, keepalive func() error) error {
-	full := func() bool {
-		held := s.pendingBytes.Load()
-		return held > 0 && held+weight > s.cfg.Delivery.MaxPendingBytes
-	}
-	if !full() {
-		return nil
-	}
-	lastStatus := time.Now()
-	for full() {
-		select {
-		case <-time.After(2 * time.Millisecond):
-		case <-ctx.Done():
-			return ctx.Err()
+	if s.gate.full(it.weight) {
+		// The events waiting to be handed over hold room too: hand them
+		// over before waiting for room.
+		if err := s.handOff(ctx, keepalive); err != nil {
+			return err
 		}
-		if keepalive != nil && time.Since(lastStatus) >= s.cfg.Delivery.StatusInterval.D() {
-			lastStatus = time.Now()
-			if err := keepalive(); err != nil {
-				return err
-			}
+		if err := s.gate.wait(ctx, it.weight, s.cfg.Delivery.StatusInterval.D(), keepalive); err != nil {
+			return err
 		}
+	}
+	s.gate.take(it.weight)
+	s.handoff = append(s.handoff, it)
+	if len(s.handoff) >= handoffBatch {
+		return s.handOff(ctx, keepalive)
 	}
 	return nil
+}
+
+// handOff hands the routed events to the dispatcher in one channel send. The
+// stream calls it at every commit (so a transaction's events leave together),
+// every handoffBatch events of a large transaction, before it waits for room
+// and before it waits for the server.
+func (s *session) handOff(ctx context.Context, keepalive func() error) error {
+	if len(s.handoff) == 0 {
+		return nil
+	}
+	s.r.metrics.setInflight(s.gate.held())
+	batch := s.handoff
+	s.handoff = make([]*item, 0, min(2*len(batch), handoffBatch))
+	return sendKeepingAlive(ctx, s.disp.in, batch, s.cfg.Delivery.StatusInterval.D(), keepalive)
 }
 
 // sendKeepingAlive sends v on ch. While the send blocks it calls keepalive
@@ -729,6 +730,7 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 	for {
 		if ctx.Err() != nil {
 			conn.SetReadDeadline(time.Time{})
+			s.handOffForDrain()
 			return s.drain(context.Cause(ctx))
 		}
 		if !time.Now().Before(next) {
@@ -749,6 +751,12 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 		}
 		raw, err := s.repl.ReceiveMessage(context.Background())
 		if err != nil {
+			if pgconn.Timeout(err) && ctx.Err() == nil {
+				// Nothing arrived for a while: hand over what is routed.
+				if err := s.handOff(ctx, keepalive); err != nil && ctx.Err() == nil {
+					return err
+				}
+			}
 			if pgconn.Timeout(err) && s.catchup != nil && ctx.Err() == nil {
 				if err := s.flushCatchup(ctx, keepalive); err != nil && ctx.Err() == nil {
 					return err
@@ -811,6 +819,12 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 				}
 				txn.Commit(c.TransactionEndLSN)
 				txn = nil
+				if err := s.handOff(ctx, keepalive); err != nil {
+					if ctx.Err() != nil {
+						continue
+					}
+					return err
+				}
 				if c.TransactionEndLSN > s.serverAt {
 					s.serverAt = c.TransactionEndLSN
 				}
@@ -878,15 +892,30 @@ func (s *session) sendStatus(ctx context.Context) error {
 	return nil
 }
 
+// handOffForDrain hands the routed events over on shutdown, when the
+// stream's context is done but the pipeline still runs; if the dispatcher does
+// not take them within the drain timeout they stay unfinished (and are read
+// again on the next start).
+func (s *session) handOffForDrain() {
+	if len(s.handoff) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.r.drain)
+	defer cancel()
+	if err := s.handOff(ctx, nil); err != nil {
+		s.logger.Warn("stopping: events not handed to the dispatcher; they are delivered again on the next start", "events", len(s.handoff))
+	}
+}
+
 // drain waits for the events in flight to finish (up to the drain timeout),
 // then confirms the final position.
 func (s *session) drain(cause error) error {
-	s.logger.Info("stopping: finishing deliveries in flight", "in_flight", len(s.tokens), "reason", cause)
+	s.logger.Info("stopping: finishing deliveries in flight", "in_flight", s.gate.held(), "reason", cause)
 	deadline := time.Now().Add(s.r.drain)
-	for len(s.tokens) > 0 && time.Now().Before(deadline) {
+	for s.gate.held() > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := len(s.tokens); n > 0 {
+	if n := s.gate.held(); n > 0 {
 		s.logger.Warn("stopping with deliveries unfinished; they are delivered again on the next start", "in_flight", n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -32,7 +32,7 @@ type marker struct {
 	counted  string
 	interval time.Duration
 	batch    int
-	in       chan *item
+	in       chan []*item
 	release  func(n int, bytes int64)
 	logger   *slog.Logger
 }
@@ -50,7 +50,7 @@ func newMarker(pool *pgxpool.Pool, schema, onDelivered string, cfg DeliveryConfi
 		counted, stmt = "", "DELETE FROM "+table+" WHERE id = ANY($1) RETURNING id"
 	}
 	return &marker{pool: pool, stmt: stmt, counted: counted, interval: cfg.MarkInterval.D(), batch: cfg.MarkBatch,
-		in: make(chan *item, cfg.MarkBatch), release: release, logger: logger}
+		in: make(chan []*item, 64), release: release, logger: logger}
 }
 
 type markResult struct {
@@ -86,8 +86,8 @@ func (m *marker) run(ctx context.Context) {
 	}
 	for {
 		select {
-		case it := <-m.in:
-			pending = append(pending, it)
+		case items := <-m.in:
+			pending = append(pending, items...)
 			if len(pending) >= m.batch {
 				start()
 			}

@@ -52,7 +52,7 @@ func TestMarkerMarksLateRowsAndGivesUpOnMissingOnes(t *testing.T) {
 			txn.OnDone(func() { finished.Store(true) })
 			txn.Commit(1)
 			for _, id := range all {
-				m.in <- &item{ev: &Event{ID: id}, txn: txn}
+				m.in <- []*item{{ev: &Event{ID: id}, txn: txn}}
 			}
 			time.Sleep(300 * time.Millisecond)
 			insert(late) // visible only now
