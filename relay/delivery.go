@@ -48,6 +48,11 @@ type sinkState struct {
 	sink     Sink
 	ready    []*delivery
 	inflight int
+	// work feeds the sink's publishers: batches_in_flight goroutines that
+	// live as long as the dispatcher (a goroutine per batch would start
+	// with a small stack and grow it through the client's call chain, for
+	// every batch).
+	work chan []*delivery
 }
 
 type batchResult struct {
@@ -105,6 +110,19 @@ func newDispatcher(cfg DeliveryConfig, sinks map[string]Sink, logger *slog.Logge
 // slot).
 func (d *dispatcher) run(ctx context.Context) {
 	defer d.wg.Wait()
+	for _, s := range d.sinks {
+		s.work = make(chan []*delivery, d.cfg.BatchesInFlight)
+		for range d.cfg.BatchesInFlight {
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				for batch := range s.work {
+					d.publish(ctx, s, batch)
+				}
+			}()
+		}
+		defer close(s.work)
+	}
 	for {
 		select {
 		case items := <-d.in:
@@ -179,14 +197,12 @@ func (d *dispatcher) dispatch(ctx context.Context) {
 			clear(s.ready[rest:])
 			s.ready = s.ready[:rest]
 			s.inflight++
-			d.wg.Add(1)
-			go d.publish(ctx, s, batch)
+			s.work <- batch // never blocks: at most batches_in_flight are out
 		}
 	}
 }
 
 func (d *dispatcher) publish(ctx context.Context, s *sinkState, batch []*delivery) {
-	defer d.wg.Done()
 	msgs := make([]*Message, len(batch))
 	now := time.Now()
 	var spans []trace.Span
