@@ -217,18 +217,43 @@ func SubjectsFor(dests []*relay.Destination) []string {
 // publish option sets).
 func Message(m *relay.Message) *nats.Msg {
 	e := m.Event
-	h := make(nats.Header, len(m.Headers)+10)
-	for k, v := range m.Headers {
-		h[k] = []string{v}
+	attrs := relay.CloudEvents(m)
+	n := len(m.Headers) + len(attrs) + 2
+	h := make(nats.Header, n)
+	// One backing array for every header's value slice.
+	vals := make([]string, 0, n)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
-	for _, a := range relay.CloudEvents(m) {
-		h["ce-"+a.Name] = []string{PercentEncode(a.Value)}
+	for k, v := range m.Headers {
+		set(k, v)
+	}
+	for _, a := range attrs {
+		set(ceHeader(a.Name), PercentEncode(a.Value))
 	}
 	// The binding carries datacontenttype as ce-datacontenttype; content-type
 	// is added for consumers that do not speak CloudEvents.
-	h["ce-datacontenttype"] = []string{PercentEncode(e.ContentType)}
-	h["content-type"] = []string{e.ContentType}
+	set("ce-datacontenttype", PercentEncode(e.ContentType))
+	set("content-type", e.ContentType)
 	return &nats.Msg{Subject: m.Destination, Data: e.Payload, Header: h}
+}
+
+// ceHeaders holds the header names of the attributes every message carries.
+var ceHeaders = func() map[string]string {
+	m := map[string]string{}
+	for _, a := range []string{relay.CESpecVersion, relay.CEID, relay.CESource, relay.CEType, relay.CESubject, relay.CETime,
+		relay.CEDataContentType, relay.CEDataSchema, relay.CEAggregateType, relay.CESchemaVersion, relay.CETenantID} {
+		m[a] = "ce-" + a
+	}
+	return m
+}()
+
+func ceHeader(name string) string {
+	if h, ok := ceHeaders[name]; ok {
+		return h
+	}
+	return "ce-" + name
 }
 
 // PercentEncode encodes a CloudEvents attribute value for a NATS header as the
