@@ -146,6 +146,7 @@ func run(args []string) int {
 	fs.StringVar(&o.RedisURL, "redis-url", o.RedisURL, "Redis server")
 	fs.IntVar(&o.KafkaPartitions, "kafka-partitions", o.KafkaPartitions, "partitions of the kfake topic")
 	fs.StringVar(&o.AMQPQueueType, "amqp-queue-type", o.AMQPQueueType, "type of the RabbitMQ queue: quorum or classic")
+	fs.StringVar(&o.NATSStorage, "nats-storage", o.NATSStorage, "storage of the JetStream stream: file or memory (memory leaves the broker's disk writes out)")
 	fs.StringVar(&o.RelayBin, "relay-bin", "", "run `BIN relay --config ...` (e.g. bin/outbox) as the relay instead of `outbox-bench relay` (not for the null sink)")
 	fs.StringVar(&o.CPUProfileDir, "cpuprofile", "", "write a CPU profile of each relay child into this directory (go tool pprof)")
 	fs.Var(envFlag{&o.RelayEnv}, "relay-env", "environment variable KEY=VALUE for the relay children only, repeatable (e.g. GOMAXPROCS=1, GOMEMLIMIT=80MiB)")
@@ -162,6 +163,12 @@ func run(args []string) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "outbox-bench: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	for _, f := range []struct{ name, v, a, b string }{{"amqp-queue-type", o.AMQPQueueType, "quorum", "classic"}, {"nats-storage", o.NATSStorage, "file", "memory"}} {
+		if f.v != f.a && f.v != f.b {
+			fmt.Fprintf(os.Stderr, "outbox-bench: --%s must be %s or %s, not %q\n", f.name, f.a, f.b, f.v)
+			return 2
+		}
 	}
 	if *selfProfile != "" {
 		f, err := os.Create(*selfProfile)

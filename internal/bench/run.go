@@ -76,12 +76,16 @@ type Options struct {
 	NATSURL, AMQPURL, RedisURL             string
 	KafkaPartitions                        int
 	AMQPQueueType                          string
+	NATSStorage                            string // file or memory
 	RelayBin                               string // run `<RelayBin> relay` instead of `outbox-bench relay`
 	CPUProfileDir                          string // CPU profiles of the relay children
 	WorkDir                                string // relay configs and logs; kept when set
 	RelayLogLevel                          string // the relays' log level; defaults to warn
 	// RelayEnv are KEY=VALUE environment variables for the relay children
-	// only (GOMAXPROCS, GOMEMLIMIT, GOGC).
+	// only (GOMAXPROCS, GOMEMLIMIT, GOGC). Without a GOMAXPROCS entry the
+	// relays run with GOMAXPROCS=1, as compose.yaml deploys the relay next
+	// to PostgreSQL (docs/performance.md); GOMAXPROCS= (empty) leaves Go's
+	// default.
 	RelayEnv   []string
 	JSONPath   string // raw results
 	Out, Log   io.Writer
@@ -127,6 +131,12 @@ func (o *Options) Defaults() {
 	o.RedisURL = cmpOr(o.RedisURL, os.Getenv("OUTBOX_TEST_REDIS_URL"), "redis://127.0.0.1:6379/0")
 	if o.AMQPQueueType == "" {
 		o.AMQPQueueType = "quorum"
+	}
+	if !slices.ContainsFunc(o.RelayEnv, func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") }) {
+		o.RelayEnv = append(o.RelayEnv, "GOMAXPROCS=1")
+	}
+	if o.NATSStorage == "" {
+		o.NATSStorage = "file"
 	}
 	if o.Out == nil {
 		o.Out = os.Stdout

@@ -50,7 +50,11 @@ func newSinkEnv(name, id string, o *Options) (sinkEnv, error) {
 	case "stdout":
 		return &plainEnv{n: "stdout"}, nil
 	case "nats":
-		return &natsEnv{url: o.NATSURL, stream: "OUTBOX_BENCH_" + strings.ToUpper(id), prefix: "outbox_bench_" + id + "."}, nil
+		storage := jetstream.FileStorage
+		if o.NATSStorage == "memory" {
+			storage = jetstream.MemoryStorage
+		}
+		return &natsEnv{url: o.NATSURL, stream: "OUTBOX_BENCH_" + strings.ToUpper(id), prefix: "outbox_bench_" + id + ".", storage: storage}, nil
 	case "kafka":
 		return &kafkaEnv{topic: "outbox-bench-" + id + ".order.created", prefix: "outbox-bench-" + id + ".", partitions: o.KafkaPartitions, self: o.self}, nil
 	case "rabbitmq":
@@ -76,10 +80,11 @@ func (e *plainEnv) brokerComms() []string                                       
 func (e *plainEnv) brokerPid() int                                                   { return 0 }
 func (e *plainEnv) consume(context.Context, func([]byte, time.Time)) (func(), error) { return nil, nil }
 
-// natsEnv is a JetStream stream of its own (file storage, at most 200,000
-// messages), removed at the end.
+// natsEnv is a JetStream stream of its own (file storage unless
+// --nats-storage memory, at most 200,000 messages), removed at the end.
 type natsEnv struct {
 	url, stream, prefix string
+	storage             jetstream.StorageType
 	nc                  *nats.Conn
 	js                  jetstream.JetStream
 }
@@ -105,7 +110,7 @@ func (e *natsEnv) setup(ctx context.Context) error {
 	}
 	e.nc, e.js = nc, js
 	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: e.stream, Subjects: []string{e.prefix + ">"}, Storage: jetstream.FileStorage,
+		Name: e.stream, Subjects: []string{e.prefix + ">"}, Storage: e.storage,
 		MaxMsgs: 200_000, Discard: jetstream.DiscardOld, Duplicates: 2 * time.Minute,
 	})
 	if err != nil {

@@ -240,10 +240,14 @@ func relayKnobs(o *Options) string {
 	if o.OnDelivered != "" {
 		k = append(k, "on_delivered "+o.OnDelivered)
 	}
-	if len(k) == 0 {
-		return "default delivery settings"
+	d := "default delivery settings"
+	if len(k) > 0 {
+		d = strings.Join(k, ", ")
 	}
-	return strings.Join(k, ", ")
+	if len(o.RelayEnv) > 0 {
+		d += "; env " + strings.Join(o.RelayEnv, " ")
+	}
+	return d
 }
 
 func oneLine(s string) string {
