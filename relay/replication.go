@@ -41,6 +41,7 @@ type session struct {
 	mark     *marker
 	gate     *gate   // bounds the events in the pipeline (max_pending, max_pending_bytes)
 	handoff  []*item // routed events not yet handed to the dispatcher
+	replBuf  *bufio.Reader
 	rels     map[uint32]*relationMap
 	table    string // quoted schema.events
 	routes   []*Route
@@ -390,7 +391,8 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 	// 100+ MB/s, so read through a larger buffer (one read takes what the
 	// socket holds).
 	rcfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
-		return pgproto3.NewFrontend(bufio.NewReaderSize(r, replReadBuffer), w)
+		s.replBuf = bufio.NewReaderSize(r, replReadBuffer)
+		return pgproto3.NewFrontend(s.replBuf, w)
 	}
 	if linger := s.cfg.Delivery.ReadLinger.D(); linger > 0 {
 		dial := rcfg.DialFunc
@@ -639,10 +641,15 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 	return nil
 }
 
+// buffered reports whether more of the stream is already in memory, so that
+// the next read will not wait for the server.
+func (s *session) buffered() bool {
+	return s.repl.Frontend().ReadBufferLen() > 0 || (s.replBuf != nil && s.replBuf.Buffered() > 0)
+}
+
 // handOff hands the routed events to the dispatcher in one channel send. The
-// stream calls it at every commit (so a transaction's events leave together),
-// every handoffBatch events of a large transaction, before it waits for room
-// and before it waits for the server.
+// stream calls it before a read that may wait for the server (nothing more is
+// buffered), every handoffBatch events, and before it waits for room.
 func (s *session) handOff(ctx context.Context, keepalive func() error) error {
 	if len(s.handoff) == 0 {
 		return nil
@@ -745,18 +752,23 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 				want = soon
 			}
 		}
+		if len(s.handoff) > 0 && !s.buffered() {
+			// The next read may wait: hand over what is routed first.
+			// While more messages are already in memory, the events of
+			// several transactions go over together.
+			if err := s.handOff(ctx, keepalive); err != nil {
+				if ctx.Err() != nil {
+					continue
+				}
+				return err
+			}
+		}
 		if !want.Equal(deadline) && ctx.Err() == nil {
 			deadline = want
 			conn.SetReadDeadline(deadline)
 		}
 		raw, err := s.repl.ReceiveMessage(context.Background())
 		if err != nil {
-			if pgconn.Timeout(err) && ctx.Err() == nil {
-				// Nothing arrived for a while: hand over what is routed.
-				if err := s.handOff(ctx, keepalive); err != nil && ctx.Err() == nil {
-					return err
-				}
-			}
 			if pgconn.Timeout(err) && s.catchup != nil && ctx.Err() == nil {
 				if err := s.flushCatchup(ctx, keepalive); err != nil && ctx.Err() == nil {
 					return err
@@ -819,12 +831,6 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 				}
 				txn.Commit(c.TransactionEndLSN)
 				txn = nil
-				if err := s.handOff(ctx, keepalive); err != nil {
-					if ctx.Err() != nil {
-						continue
-					}
-					return err
-				}
 				if c.TransactionEndLSN > s.serverAt {
 					s.serverAt = c.TransactionEndLSN
 				}
