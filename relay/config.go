@@ -118,12 +118,13 @@ type DeliveryConfig struct {
 	// PostgreSQL. A shorter interval means fewer events sent again after a
 	// crash. Defaults to 250ms.
 	StatusInterval Duration `yaml:"status_interval"`
-	// ReadLinger, when set, makes the replication connection wait up to this
-	// long after a read that emptied the socket and take what else arrived in
-	// one read: fewer system calls and wake-ups per event at high rates, for up
-	// to this much more latency per event. At most 100ms. Defaults to 0 (off);
-	// docs/performance.md measures 1ms.
-	ReadLinger Duration `yaml:"read_linger"`
+	// ReadLinger makes the replication connection wait up to this long after
+	// a read that emptied the socket and take what else arrived in one read:
+	// at thousands of events per second, fewer system calls and wake-ups per
+	// event and events handed on in batches, for up to this much more latency
+	// per event. At most 100ms. Defaults to 1ms; "off" (LingerOff) turns it
+	// off (docs/performance.md).
+	ReadLinger Linger `yaml:"read_linger"`
 }
 
 // SinkConfig is one entry of `sinks`. Name and Type are common to every sink;
@@ -258,6 +259,33 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Linger is a Duration that can be turned off: "off" or "0s" in YAML,
+// LingerOff in Go (the zero value means the default).
+type Linger Duration
+
+// LingerOff turns a Linger off.
+const LingerOff Linger = -1
+
+// UnmarshalYAML parses "off" or a Go duration string.
+func (l *Linger) UnmarshalYAML(n *yaml.Node) error {
+	if n.Value == "off" {
+		*l = LingerOff
+		return nil
+	}
+	var d Duration
+	if err := d.UnmarshalYAML(n); err != nil {
+		return &ConfigError{Line: n.Line, Msg: fmt.Sprintf("bad duration %q: write it like 1ms or 500us, or off", n.Value)}
+	}
+	*l = Linger(d)
+	if d == 0 {
+		*l = LingerOff
+	}
+	return nil
+}
+
+// D returns l as a time.Duration, 0 when off.
+func (l Linger) D() time.Duration { return max(0, time.Duration(l)) }
 
 // ConfigError is a problem with the configuration. Line is 0 when the problem is
 // not tied to one line.
@@ -563,6 +591,7 @@ func (c *Config) fill() {
 	dl.MarkBatch = cmp.Or(dl.MarkBatch, 2000)
 	dl.RetentionInterval = cmp.Or(dl.RetentionInterval, Duration(10*time.Minute))
 	dl.StatusInterval = cmp.Or(dl.StatusInterval, Duration(250*time.Millisecond))
+	dl.ReadLinger = cmp.Or(dl.ReadLinger, Linger(time.Millisecond))
 	for i := range c.Routes {
 		c.Routes[i].Retry.fill()
 	}

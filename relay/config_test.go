@@ -31,6 +31,27 @@ func TestExampleConfig(t *testing.T) {
 	}
 }
 
+func TestReadLinger(t *testing.T) {
+	base := "database: {url: x}\ndefault_route: {drop: true}\n"
+	for src, want := range map[string]time.Duration{
+		base:                                    time.Millisecond,
+		base + "delivery: {read_linger: 3ms}\n": 3 * time.Millisecond,
+		base + "delivery: {read_linger: off}\n": 0,
+		base + "delivery: {read_linger: 0s}\n":  0,
+	} {
+		cfg, err := ParseConfig([]byte(src), "t.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Delivery.ReadLinger.D(); got != want {
+			t.Errorf("%q: read_linger %s, want %s", src, got, want)
+		}
+	}
+	if _, err := ParseConfig([]byte(base+"delivery: {read_linger: soon}\n"), "t.yaml"); err == nil || !strings.Contains(err.Error(), "or off") {
+		t.Errorf("bad read_linger: %v", err)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	base := "database: {url: x}\nsinks:\n  - {name: bus, type: nats}\nroutes:\n"
 	cases := map[string]struct{ src, want string }{

@@ -374,12 +374,22 @@ func TestRetentionDeletesDeliveredRows(t *testing.T) {
 	}
 }
 
-// TestReadLingerKeepsEveryEventInOrder runs the relay with read coalescing on:
-// small transactions (short reads that linger) and a large one (full reads)
-// all arrive, in commit order per key.
+// TestReadLingerKeepsEveryEventInOrder runs the relay with read coalescing on
+// and off: small transactions (short reads that linger, hand-offs of several
+// transactions at once) and a large one (full reads) all arrive, in commit
+// order per key.
 func TestReadLingerKeepsEveryEventInOrder(t *testing.T) {
 	t.Parallel()
-	b := setup(t, "delivery: {read_linger: 2ms}\nroutes:\n  - {name: r, match: '*', sink: bus, destination: 'PREFIX.ok.x'}\n", nil, nil)
+	for _, linger := range []string{"2ms", "off"} {
+		t.Run(linger, func(t *testing.T) {
+			t.Parallel()
+			testReadLinger(t, linger)
+		})
+	}
+}
+
+func testReadLinger(t *testing.T, linger string) {
+	b := setup(t, "delivery: {read_linger: "+linger+"}\nroutes:\n  - {name: r, match: '*', sink: bus, destination: 'PREFIX.ok.x'}\n", nil, nil)
 	ctx := context.Background()
 	const keys, small, large = 7, 300, 3000
 	var want []string

@@ -139,7 +139,7 @@ func run(args []string) int {
 	fs.IntVar(&o.MaxPending, "max-pending", 0, "relay delivery.max_pending (default: the relay's)")
 	fs.IntVar(&o.MarkBatch, "mark-batch", 0, "relay delivery.mark_batch (default: the relay's)")
 	fs.DurationVar(&o.MarkInterval, "mark-interval", 0, "relay delivery.mark_interval (default: the relay's)")
-	fs.DurationVar(&o.ReadLinger, "read-linger", 0, "relay delivery.read_linger (default: the relay's)")
+	fs.DurationVar(&o.ReadLinger, "read-linger", 0, "relay delivery.read_linger; a negative value writes off (default: the relay's)")
 	fs.Var(sinkOptFlag(o.SinkOptions), "sink-opt", "extra sink setting SINK:KEY=VALUE, repeatable (e.g. nats:max_async_pending=8000)")
 	fs.StringVar(&o.NATSURL, "nats-url", o.NATSURL, "NATS server with JetStream")
 	fs.StringVar(&o.AMQPURL, "amqp-url", o.AMQPURL, "RabbitMQ server")

@@ -56,8 +56,11 @@ func relayConfig(o *Options, dbURL, schema, slot, pub, admin string, env sinkEnv
 	if o.MarkInterval > 0 {
 		fmt.Fprintf(&b, "  mark_interval: %s\n", o.MarkInterval)
 	}
-	if o.ReadLinger > 0 {
+	switch {
+	case o.ReadLinger > 0:
 		fmt.Fprintf(&b, "  read_linger: %s\n", o.ReadLinger)
+	case o.ReadLinger < 0:
+		b.WriteString("  read_linger: off\n")
 	}
 	fmt.Fprintf(&b, "sinks:\n  - name: out\n    type: %s\n", env.typ())
 	for line := range strings.SplitSeq(strings.TrimSpace(env.entry()), "\n") {

@@ -161,7 +161,13 @@ func printTable(w io.Writer, o *Options, mr *ModeResult) {
 				break
 			}
 		}
-		perSink(label, "p99 < 50 ms (RabbitMQ 100)", func(s *SinkResult) (string, string, bool) {
+		// The target is at 1,000 ev/s (SPEC section 9); at a fraction of
+		// the ceiling the latency is reported only.
+		target := "p99 < 50 ms (RabbitMQ 100)"
+		if i == 1 {
+			target = "-"
+		}
+		perSink(label, target, func(s *SinkResult) (string, string, bool) {
 			if len(s.Latency) <= i {
 				return "", "", false
 			}
@@ -178,6 +184,9 @@ func printTable(w io.Writer, o *Options, mr *ModeResult) {
 				v += fmt.Sprintf("; achieved %s ev/s", num(lr.Achieved))
 			}
 			v += ")"
+			if i == 1 {
+				return v, "", true
+			}
 			ok := b.N > 0 && b.P99 < latencyTarget(s.Name) && b.Missing == 0
 			return v, check(ok), true
 		})
@@ -231,8 +240,11 @@ func relayKnobs(o *Options) string {
 	if o.MarkInterval > 0 {
 		k = append(k, fmt.Sprintf("mark_interval %s", o.MarkInterval))
 	}
-	if o.ReadLinger > 0 {
+	switch {
+	case o.ReadLinger > 0:
 		k = append(k, fmt.Sprintf("read_linger %s", o.ReadLinger))
+	case o.ReadLinger < 0:
+		k = append(k, "read_linger off")
 	}
 	if o.MarkBatch > 0 {
 		k = append(k, fmt.Sprintf("mark_batch %d", o.MarkBatch))
