@@ -27,15 +27,20 @@ pick_port() {
 	elif [ -f "$svc_dir/pg/postgresql.conf" ] && grep -q '^port = ' "$svc_dir/pg/postgresql.conf"; then
 		grep '^port = ' "$svc_dir/pg/postgresql.conf" | tail -n1 | awk '{print $3}'
 	else
-		local p
-		for p in $(seq 54329 54399); do
-			if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-				echo "$p"
-				return
-			fi
-		done
-		echo 54329
+		free_port 54329
 	fi
+}
+
+# free_port FROM: the first port from FROM on where nothing listens.
+free_port() {
+	local p
+	for p in $(seq "$1" 54399); do
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+	echo "$1"
 }
 pg_port="$(pick_port)"
 pg_db="outbox"
@@ -122,8 +127,25 @@ CONF
 		return
 	fi
 	log "starting PostgreSQL on 127.0.0.1:$pg_port"
-	as_pg "$bin/pg_ctl" -D "$pg_dir" -l "$pg_dir/server.log" -w -t 60 start >/dev/null ||
-		{ tail -n 30 "$pg_dir/server.log" >&2; exit 1; }
+	local tries=0 seen
+	seen="$(wc -l <"$pg_dir/server.log" 2>/dev/null || echo 0)"
+	until as_pg "$bin/pg_ctl" -D "$pg_dir" -l "$pg_dir/server.log" -w -t 60 start >/dev/null; do
+		tries=$((tries + 1))
+		# The port was free when picked, but 54329 and up lie in Linux's
+		# ephemeral range: a client socket can take it before PostgreSQL
+		# binds. Move on to the next free port, unless OUTBOX_PG_PORT set it.
+		if [ -z "${OUTBOX_PG_PORT:-}" ] && [ "$tries" -lt 5 ] &&
+			tail -n +"$((seen + 1))" "$pg_dir/server.log" | grep -q "Address already in use"; then
+			pg_port="$(free_port "$((pg_port + 1))")"
+			sed -i "s/^port = .*/port = $pg_port/" "$pg_dir/postgresql.conf"
+			echo "$pg_port" >"$svc_dir/pg.port"
+			seen="$(wc -l <"$pg_dir/server.log")"
+			log "that port was taken meanwhile; starting PostgreSQL on 127.0.0.1:$pg_port"
+			continue
+		fi
+		tail -n 30 "$pg_dir/server.log" >&2
+		exit 1
+	done
 	if ! "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -tAc \
 		"SELECT 1 FROM pg_database WHERE datname = '$pg_db'" | grep -q 1; then
 		"$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -qc "CREATE DATABASE $pg_db" >/dev/null
