@@ -60,7 +60,7 @@ func TestConfigValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.RequiredAcks != "all" || c.BatchTimeout != 5*time.Millisecond || c.BatchSize != 1000 || c.MaxMessageBytes != 1<<20 || c.Partitioner != "murmur2" {
+	if c.RequiredAcks != "all" || c.BatchTimeout != 5*time.Millisecond || c.BatchSize != 250 || c.MaxMessageBytes != 1<<20 || c.Partitioner != "murmur2" {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
