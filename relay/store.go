@@ -140,33 +140,37 @@ func (m *marker) exec(ctx context.Context, items []*item) (map[[16]byte]bool, er
 	var found map[[16]byte]bool
 	bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
 	err := backoff.Retry(func() error {
-		found = nil
-		if m.counted != "" {
-			tag, err := m.pool.Exec(ctx, m.counted, ids)
-			if err == nil && tag.RowsAffected() == int64(len(ids)) {
-				return nil // every row marked
-			}
-			if err != nil {
-				if ctx.Err() == nil {
-					m.logger.Warn("marking delivered rows failed; retrying", "rows", len(ids), "error", err)
-				}
-				return err
-			}
-		}
-		found = make(map[[16]byte]bool, len(items))
-		rows, err := m.pool.Query(ctx, m.stmt, ids)
-		if err == nil {
-			var id [16]byte
-			_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
-				found[id] = true
-				return nil
-			})
-		}
+		var err error
+		found, err = m.markOnce(ctx, ids)
 		if err != nil && ctx.Err() == nil {
 			m.logger.Warn("marking delivered rows failed; retrying", "rows", len(ids), "error", err)
 		}
 		return err
 	}, bo)
+	return found, err
+}
+
+// markOnce runs the mark statement once; see exec.
+func (m *marker) markOnce(ctx context.Context, ids [][16]byte) (map[[16]byte]bool, error) {
+	if m.counted != "" {
+		tag, err := m.pool.Exec(ctx, m.counted, ids)
+		if err != nil {
+			return nil, err
+		}
+		if tag.RowsAffected() == int64(len(ids)) {
+			return nil, nil // every row marked
+		}
+	}
+	found := make(map[[16]byte]bool, len(ids))
+	rows, err := m.pool.Query(ctx, m.stmt, ids)
+	if err != nil {
+		return nil, err
+	}
+	var id [16]byte
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+		found[id] = true
+		return nil
+	})
 	return found, err
 }
 

@@ -56,11 +56,8 @@ func relayConfig(o *Options, dbURL, schema, slot, pub, admin string, env sinkEnv
 	if o.MarkInterval > 0 {
 		fmt.Fprintf(&b, "  mark_interval: %s\n", o.MarkInterval)
 	}
-	switch {
-	case o.ReadLinger > 0:
-		fmt.Fprintf(&b, "  read_linger: %s\n", o.ReadLinger)
-	case o.ReadLinger < 0:
-		b.WriteString("  read_linger: off\n")
+	if v := readLinger(o); v != "" {
+		fmt.Fprintf(&b, "  read_linger: %s\n", v)
 	}
 	fmt.Fprintf(&b, "sinks:\n  - name: out\n    type: %s\n", env.typ())
 	for line := range strings.SplitSeq(strings.TrimSpace(env.entry()), "\n") {
@@ -73,6 +70,18 @@ func relayConfig(o *Options, dbURL, schema, slot, pub, admin string, env sinkEnv
 	}
 	fmt.Fprintf(&b, "routes:\n  - name: orders\n    match: \"order.*\"\n    sink: out\n    destination: %q\n", env.destination())
 	return b.String()
+}
+
+// readLinger is --read-linger as relay.yaml writes it: "" for the relay's
+// default, "off" for a negative value.
+func readLinger(o *Options) string {
+	switch {
+	case o.ReadLinger > 0:
+		return o.ReadLinger.String()
+	case o.ReadLinger < 0:
+		return "off"
+	}
+	return ""
 }
 
 func freePort() (string, error) {

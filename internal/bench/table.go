@@ -240,11 +240,8 @@ func relayKnobs(o *Options) string {
 	if o.MarkInterval > 0 {
 		k = append(k, fmt.Sprintf("mark_interval %s", o.MarkInterval))
 	}
-	switch {
-	case o.ReadLinger > 0:
-		k = append(k, fmt.Sprintf("read_linger %s", o.ReadLinger))
-	case o.ReadLinger < 0:
-		k = append(k, "read_linger off")
+	if v := readLinger(o); v != "" {
+		k = append(k, "read_linger "+v)
 	}
 	if o.MarkBatch > 0 {
 		k = append(k, fmt.Sprintf("mark_batch %d", o.MarkBatch))

@@ -2,7 +2,11 @@
 // and turn away the calls that come after it.
 package inflight
 
-import "sync"
+import (
+	"context"
+	"fmt"
+	"sync"
+)
 
 // Gate admits calls until it is closed; closing it waits for the calls it
 // admitted. The zero Gate is open. A Gate is safe for concurrent use.
@@ -47,4 +51,31 @@ func (g *Gate) Closed() bool {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	return g.closed
+}
+
+// EnterPublish admits a sink's Publish of n messages. ok reports whether the
+// call may send; it must then Leave. Otherwise errs is the batch's result:
+// nil for an empty batch, closed for every message once the gate is closed,
+// and the context's error ("<sink>: publish: ...") for every message when ctx
+// is done: a write started then could land after the call reported failure.
+func (g *Gate) EnterPublish(ctx context.Context, n int, sink string, closed error) (errs []error, ok bool) {
+	if n == 0 {
+		return nil, false
+	}
+	if !g.Enter() {
+		return all(n, closed), false
+	}
+	if err := ctx.Err(); err != nil {
+		g.Leave()
+		return all(n, fmt.Errorf("%s: publish: %w", sink, err)), false
+	}
+	return nil, true
+}
+
+func all(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
 }

@@ -149,18 +149,11 @@ func (s *Sink) shutdown() error {
 // message was acknowledged (with Config.RequiredAcks), else one result per
 // message. Errors are classified as docs/sinks.md describes (see classify).
 func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	if !s.calls.Enter() {
-		return relay.AllFailed(len(msgs), ErrClosed)
+	errs, ok := s.calls.EnterPublish(ctx, len(msgs), "kafka", ErrClosed)
+	if !ok {
+		return errs
 	}
 	defer s.calls.Leave()
-	if err := ctx.Err(); err != nil {
-		// Send nothing: a write started now could land after we report
-		// it failed.
-		return relay.AllFailed(len(msgs), fmt.Errorf("kafka: publish: %w", err))
-	}
 
 	b := &batch{errs: make([]error, len(msgs))}
 	kms := make([]kafkago.Message, 0, len(msgs))

@@ -253,20 +253,13 @@ func (s *Sink) Close() error {
 // returns nil when the broker confirmed every message and returned none as
 // unroutable, else one result per message.
 func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	if !s.calls.Enter() {
-		return relay.AllFailed(len(msgs), ErrClosed)
+	errs, ok := s.calls.EnterPublish(ctx, len(msgs), "rabbitmq", ErrClosed)
+	if !ok {
+		return errs
 	}
 	defer s.calls.Leave()
-	if err := ctx.Err(); err != nil {
-		// Send nothing: a write started now could land after we report
-		// it failed.
-		return relay.AllFailed(len(msgs), fmt.Errorf("rabbitmq: publish: %w", err))
-	}
 
-	errs := make([]error, len(msgs))
+	errs = make([]error, len(msgs))
 	for i, m := range msgs {
 		switch {
 		case len(m.Event.Payload) > s.cfg.MaxMessageBytes:

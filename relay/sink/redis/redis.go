@@ -95,20 +95,13 @@ func (s *Sink) Close() error {
 // Publish appends msgs to their streams in one pipeline. It returns nil when
 // the server appended every message, else one result per message.
 func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	if !s.calls.Enter() {
-		return relay.AllFailed(len(msgs), ErrClosed)
+	errs, ok := s.calls.EnterPublish(ctx, len(msgs), "redis", ErrClosed)
+	if !ok {
+		return errs
 	}
 	defer s.calls.Leave()
-	if err := ctx.Err(); err != nil {
-		// Send nothing: a write started now could land after we report
-		// it failed.
-		return relay.AllFailed(len(msgs), fmt.Errorf("redis: publish: %w", err))
-	}
 
-	errs := make([]error, len(msgs))
+	errs = make([]error, len(msgs))
 	cmds := make([]*goredis.StringCmd, len(msgs))
 	pipe := s.client.Pipeline()
 	for i, m := range msgs {
