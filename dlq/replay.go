@@ -219,16 +219,14 @@ func (s *Store) Wait(ctx context.Context, want []int64, opts *WaitOptions) ([]Ou
 	for len(pending) > 0 {
 		select {
 		case <-ctx.Done():
-			return outcomes, &WaitError{Pending: last, Err: ctx.Err()}
+			return outcomes, s.waitError(ctx, pending, last)
 		case <-t.C:
 		}
-		rows, err := s.db.Query(ctx, `SELECT `+summaryCols+` FROM `+s.table+` WHERE id = ANY($1) ORDER BY id`, pending)
-		if err == nil {
-			last, err = collectSummaries(rows)
-		}
+		var err error
+		last, err = s.summaries(ctx, pending)
 		if err != nil {
 			if ctx.Err() != nil {
-				return outcomes, &WaitError{Pending: last, Err: ctx.Err()}
+				return outcomes, s.waitError(ctx, pending, last)
 			}
 			return outcomes, fmt.Errorf("dlq: wait: %w", err)
 		}
@@ -259,4 +257,35 @@ func (s *Store) Wait(ctx context.Context, want []int64, opts *WaitOptions) ([]Ou
 		t.Reset(poll)
 	}
 	return outcomes, nil
+}
+
+// waitError is Wait's error when ctx ends with pending still unfinished. When
+// ctx ended before any poll completed (last is nil), it looks the rows up once
+// more, briefly, so that the error names them; failing that, by id only.
+func (s *Store) waitError(ctx context.Context, pending []int64, last []Letter) *WaitError {
+	if last == nil && len(pending) > 0 {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		rows, err := s.summaries(lctx, pending)
+		if err != nil {
+			for _, id := range pending {
+				last = append(last, Letter{ID: id})
+			}
+		}
+		for _, l := range rows {
+			if !l.ReplayStatus.Finished() {
+				last = append(last, l)
+			}
+		}
+	}
+	return &WaitError{Pending: last, Err: ctx.Err()}
+}
+
+// summaries reads the rows of ids, in id order.
+func (s *Store) summaries(ctx context.Context, ids []int64) ([]Letter, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+summaryCols+` FROM `+s.table+` WHERE id = ANY($1) ORDER BY id`, ids)
+	if err != nil {
+		return nil, err
+	}
+	return collectSummaries(rows)
 }

@@ -510,3 +510,26 @@ func TestCounts(t *testing.T) {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
 }
+
+// TestWaitEndedBeforeAnyPoll: a wait whose context ends before the first poll
+// completes (a slow first query, an impatient deadline) still names the rows
+// it was waiting for.
+func TestWaitEndedBeforeAnyPoll(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insert(t, row{id: 1}, row{id: 2})
+	ctx := context.Background()
+	if _, err := b.store.RequestReplay(ctx, dlq.Filter{}, dlq.ReplayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err := b.store.Wait(done, []int64{1, 2}, nil)
+	var we *dlq.WaitError
+	if !errors.As(err, &we) || !errors.Is(err, context.Canceled) || !slices.Equal(letterIDs(we.Pending), []int64{1, 2}) {
+		t.Fatalf("wait: %v", err)
+	}
+	if we.Pending[0].ReplayStatus != dlq.StatusRequested {
+		t.Errorf("pending status %q, want the row's own", we.Pending[0].ReplayStatus)
+	}
+}
