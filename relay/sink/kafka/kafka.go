@@ -29,6 +29,7 @@ import (
 
 	"github.com/outboxrelay/outbox/internal/inflight"
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
 // ErrClosed is returned for messages published after Close.
@@ -238,9 +239,9 @@ func (s *Sink) write(ctx context.Context, w *kafkago.Writer, kms []kafkago.Messa
 	case errors.As(err, &tooLarge):
 		// Our size check should have caught it; find the message by its
 		// id header, fail it, and send the rest.
-		id := header(tooLarge.Message.Headers, "ce_id")
+		id := header(tooLarge.Message.Headers, wire.KafkaHeader(wire.AttrID))
 		for j := range kms {
-			if header(kms[j].Headers, "ce_id") == id {
+			if header(kms[j].Headers, wire.KafkaHeader(wire.AttrID)) == id {
 				b.fail(idx[j], relay.MarkPermanent(fmt.Errorf("kafka: event %s: %w", id, err)))
 				s.write(ctx, w, append(kms[:j:j], kms[j+1:]...), append(idx[:j:j], idx[j+1:]...), b, retry)
 				return

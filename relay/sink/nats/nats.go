@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
 // Config configures the sink. Fields are read from the sink's entry in relay.yaml.
@@ -213,8 +214,9 @@ func SubjectsFor(dests []*relay.Destination) []string {
 	return out
 }
 
-// Message builds the NATS message of m (without the Nats-Msg-Id, which the
-// publish option sets).
+// Message builds the NATS message of m in the format sdk/wire defines
+// (without the Nats-Msg-Id, which the publish option sets). An event header
+// that wire.NATSReserved names (ce-*, content-type, Nats-*) is left out.
 func Message(m *relay.Message) *nats.Msg {
 	e := m.Event
 	attrs := relay.CloudEvents(m)
@@ -227,59 +229,18 @@ func Message(m *relay.Message) *nats.Msg {
 		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	for k, v := range m.Headers {
-		set(k, v)
+		if !wire.NATSReserved(k) {
+			set(k, v)
+		}
 	}
 	for _, a := range attrs {
-		set(ceHeader(a.Name), PercentEncode(a.Value))
+		set(wire.NATSHeader(a.Name), wire.NATSEncode(a.Value))
 	}
 	// The binding carries datacontenttype as ce-datacontenttype; content-type
 	// is added for consumers that do not speak CloudEvents.
-	set("ce-datacontenttype", PercentEncode(e.ContentType))
-	set("content-type", e.ContentType)
+	set(wire.NATSHeader(wire.AttrDataContentType), wire.NATSEncode(e.ContentType))
+	set(wire.NATSContentType, e.ContentType)
 	return &nats.Msg{Subject: m.Destination, Data: e.Payload, Header: h}
-}
-
-// ceHeaders holds the header names of the attributes every message carries.
-var ceHeaders = func() map[string]string {
-	m := map[string]string{}
-	for _, a := range []string{relay.CESpecVersion, relay.CEID, relay.CESource, relay.CEType, relay.CESubject, relay.CETime,
-		relay.CEDataContentType, relay.CEDataSchema, relay.CEAggregateType, relay.CESchemaVersion, relay.CETenantID} {
-		m[a] = "ce-" + a
-	}
-	return m
-}()
-
-func ceHeader(name string) string {
-	if h, ok := ceHeaders[name]; ok {
-		return h
-	}
-	return "ce-" + name
-}
-
-// PercentEncode encodes a CloudEvents attribute value for a NATS header as the
-// binding requires: space, '"', '%' and every byte outside printable ASCII
-// become %XX (of the UTF-8 bytes). Most values pass through unchanged.
-func PercentEncode(v string) string {
-	clean := true
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '%' {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return v
-	}
-	const hex = "0123456789ABCDEF"
-	b := make([]byte, 0, len(v)+16)
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '%' {
-			b = append(b, '%', hex[c>>4], hex[c&15])
-		} else {
-			b = append(b, c)
-		}
-	}
-	return string(b)
 }
 
 // Publish sends the batch asynchronously and waits for every acknowledgement.

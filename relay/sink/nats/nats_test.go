@@ -17,6 +17,7 @@ import (
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
+	"github.com/outboxrelay/outbox/sdk/inbox"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -72,7 +73,9 @@ func (f *fixture) consume(ctx context.Context, t *testing.T, dest string, min in
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			out = append(out, received(m.Headers(), m.Data()))
+			r := received(m.Headers(), m.Data())
+			r.Inbox, r.InboxErr = inbox.FromNATS(m.Headers(), m.Data())
+			out = append(out, r)
 		}
 		if n == 0 && len(out) >= min {
 			break
@@ -107,6 +110,7 @@ func TestContract(t *testing.T) {
 		New:         func(t *testing.T) relay.Sink { return f.sink(t, f.url, 10*time.Second) },
 		Destination: func(t *testing.T) string { return f.prefix + "." + testutil.RandomName("d") },
 		Consume:     f.consume,
+		SDKReader:   true,
 		Permanent: []sinktest.PermanentCase{
 			{Name: "NoStreamForSubject", Break: func(t *testing.T, m *relay.Message) {
 				m.Destination = testutil.RandomName("nostream") + ".x"
@@ -134,23 +138,6 @@ func TestContract(t *testing.T) {
 	})
 }
 
-func TestPercentEncode(t *testing.T) {
-	for in, want := range map[string]string{
-		"order.created": "order.created",
-		"a b":           "a%20b",
-		`"q"`:           "%22q%22",
-		"50%":           "50%25",
-		"café":          "caf%C3%A9",
-	} {
-		if got := PercentEncode(in); got != want {
-			t.Errorf("PercentEncode(%q) = %q, want %q", in, got, want)
-		}
-		if back, _ := url.PathUnescape(PercentEncode(in)); back != in {
-			t.Errorf("round trip of %q gave %q", in, back)
-		}
-	}
-}
-
 func TestSubjectsFor(t *testing.T) {
 	var ds []*relay.Destination
 	for _, s := range []string{"orders.{{.EventType}}", "audit", "{{.AggregateType}}.x", "orders.{{.AggregateID}}"} {
@@ -170,5 +157,39 @@ func BenchmarkMessage(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Message(m)
+	}
+}
+
+// TestReservedHeaders: an event header that a reader would take for an
+// attribute or the content type, or that JetStream acts on (Nats-*), is not
+// sent; the others are.
+func TestReservedHeaders(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	s := f.sink(t, f.url, 10*time.Second)
+	defer s.Close()
+	dest := f.prefix + ".reserved"
+	m := sinktest.NewMessage(dest, "k", 0)
+	m.Headers = map[string]string{
+		"Nats-Expected-Stream": "NOT_" + f.stream, // JetStream would refuse the message
+		"nats-rollup":          "all",
+		"Ce-Type":              "spoofed",
+		"Content-Type":         "text/evil",
+		"x-ok":                 "kept",
+	}
+	sinktest.Publish(t, s, []*relay.Message{m})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := f.consume(ctx, t, dest, 1)
+	if len(got) != 1 {
+		t.Fatalf("consumed %d messages, want 1", len(got))
+	}
+	env, err := got[0].Inbox, got[0].InboxErr
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.EventType != m.Event.EventType || env.ContentType != m.Event.ContentType || len(env.Headers) != 1 || env.Headers["x-ok"] != "kept" {
+		t.Errorf("read back type %q, content type %q, headers %v; want %q, %q, only x-ok",
+			env.EventType, env.ContentType, env.Headers, m.Event.EventType, m.Event.ContentType)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
+	"github.com/outboxrelay/outbox/sdk/inbox"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -119,12 +120,13 @@ func received(d amqp.Delivery) sinktest.Received {
 	}
 	for k, v := range d.Headers {
 		s, _ := v.(string)
-		if name, ok := strings.CutPrefix(k, propertyPrefix); ok {
+		if name, ok := strings.CutPrefix(k, "cloudEvents_"); ok {
 			got.Attributes[name] = s
 		} else {
 			got.Headers[k] = s
 		}
 	}
+	got.Inbox, got.InboxErr = inbox.FromAMQP(inbox.AMQPMessage{Headers: d.Headers, ContentType: d.ContentType, MessageID: d.MessageId, Body: d.Body})
 	return got
 }
 
@@ -133,6 +135,7 @@ func TestContract(t *testing.T) {
 		New:         func(t *testing.T) relay.Sink { return newSink(t, Config{}) },
 		Destination: func(t *testing.T) string { return newQueue(t, "classic") },
 		Consume:     consume,
+		SDKReader:   true,
 		Permanent: []sinktest.PermanentCase{
 			{Name: "Unroutable", Break: func(t *testing.T, m *relay.Message) {
 				m.Destination = "amq.direct/" + testutil.RandomName("no-queue-")
