@@ -55,13 +55,15 @@ type Sink struct {
 
 var _ relay.Sink = (*Sink)(nil)
 
-// New validates cfg, fills its defaults and connects to the brokers.
+// New validates cfg, fills its defaults and connects to the brokers. The
+// sink logs to logger (nil discards) with "type"="kafka" added; the relay
+// passes logger.With("sink", <configured name>).
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
-	logger = cmp.Or(logger, slog.New(slog.DiscardHandler)).With("sink", "kafka")
+	logger = cmp.Or(logger, slog.New(slog.DiscardHandler)).With("type", "kafka")
 	tlsConfig, _ := cfg.TLS.TLSConfig()
 	mech, _ := cfg.SASL.mechanism()
 	acks, _ := cfg.acks()

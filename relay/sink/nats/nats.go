@@ -75,7 +75,9 @@ type Sink struct {
 
 var _ relay.Sink = (*Sink)(nil)
 
-// New connects to NATS and creates or checks the stream.
+// New connects to NATS and creates or checks the stream. The sink logs to
+// logger (nil means slog.Default()) with "type"="nats" added; the relay
+// passes logger.With("sink", <configured name>).
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	cfg.URL = cmp.Or(cfg.URL, nats.DefaultURL)
 	cfg.Storage = cmp.Or(cfg.Storage, "file")
@@ -86,6 +88,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	logger = logger.With("type", "nats")
 	if cfg.Stream == "" {
 		return nil, errors.New("nats: stream is required (the JetStream stream to publish into)")
 	}

@@ -193,3 +193,17 @@ func TestReservedHeaders(t *testing.T) {
 			env.EventType, env.ContentType, env.Headers, m.Event.EventType, m.Event.ContentType)
 	}
 }
+
+// TestLogAttributes: every line names the configured sink as "sink" (the
+// relay passes logger.With("sink", name)) and the kind as "type".
+func TestLogAttributes(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	logger, logs := sinktest.NewLogs("orders-nats")
+	s, err := New(context.Background(), Config{URL: f.url, Stream: f.stream, Subjects: []string{f.prefix + ".>"}}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	logs.Check(t, "orders-nats", "nats")
+}

@@ -336,3 +336,18 @@ func TestExchangeDeleted(t *testing.T) {
 	// The sink still works for other destinations.
 	sinktest.Publish(t, s, sinktest.Batch(dest, sinktest.Keys("exdel", 3), 3))
 }
+
+// TestLogAttributes: every line names the configured sink as "sink" (the
+// relay passes logger.With("sink", name)) and the kind as "type".
+func TestLogAttributes(t *testing.T) {
+	t.Parallel()
+	logger, logs := sinktest.NewLogs("orders-rabbit")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := New(ctx, Config{URL: testutil.AMQPURL(t)}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	logs.Check(t, "orders-rabbit", "rabbitmq")
+}

@@ -48,7 +48,9 @@ type Sink struct {
 
 var _ relay.Sink = (*Sink)(nil)
 
-// New validates cfg, fills its defaults and connects to the server.
+// New validates cfg, fills its defaults and connects to the server. The
+// sink logs to logger (nil discards) with "type"="redis" added; the relay
+// passes logger.With("sink", <configured name>).
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	cfg, opts, err := cfg.options()
 	if err != nil {
@@ -57,7 +59,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	s := &Sink{
 		cfg:    cfg,
 		client: goredis.NewClient(opts),
-		logger: cmp.Or(logger, slog.New(slog.DiscardHandler)).With("sink", "redis"),
+		logger: cmp.Or(logger, slog.New(slog.DiscardHandler)).With("type", "redis"),
 	}
 	routeClientLogs(s.logger)
 	if err := s.Ping(ctx); err != nil {

@@ -373,3 +373,17 @@ func TestTLS(t *testing.T) {
 		t.Log(err)
 	}
 }
+
+// TestLogAttributes: every line names the configured sink as "sink" (the
+// relay passes logger.With("sink", name)) and the kind as "type".
+func TestLogAttributes(t *testing.T) {
+	logger, logs := sinktest.NewLogs("orders-redis")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := New(ctx, Config{URL: testutil.RedisURL(t)}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	logs.Check(t, "orders-redis", "redis")
+}
