@@ -258,6 +258,10 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 	futures := make([]jetstream.PubAckFuture, len(msgs))
 	stall := s.cfg.PublishTimeout.D()
 	for i, m := range msgs {
+		if err := CheckSubject(m.Destination); err != nil {
+			setErr(i, relay.MarkPermanent(err))
+			continue
+		}
 		f, err := s.js.PublishMsgAsync(Message(m), jetstream.WithMsgID(m.Event.ID.String()), jetstream.WithStallWait(stall))
 		if err != nil {
 			setErr(i, classify(err))
@@ -283,6 +287,50 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 		}
 	}
 	return errs
+}
+
+// SubjectError reports a destination that is not a subject a message can be
+// published to. The sink fails such messages permanently, before sending.
+type SubjectError struct {
+	Subject string
+	Reason  string
+}
+
+func (e *SubjectError) Error() string {
+	return fmt.Sprintf("nats: invalid subject %q: %s (fix the route's destination, or the event fields its template renders)", e.Subject, e.Reason)
+}
+
+// Unwrap lets errors.Is match nats.ErrBadSubject.
+func (e *SubjectError) Unwrap() error { return nats.ErrBadSubject }
+
+// CheckSubject returns a *SubjectError unless subj is a literal subject: one
+// or more non-empty tokens separated by '.', no white space, and no token
+// that is a wildcard ('*' or '>'). Other characters (UTF-8 included) are
+// allowed, as by the server.
+func CheckSubject(subj string) error {
+	if subj == "" {
+		return &SubjectError{subj, "the subject is empty"}
+	}
+	token, start := 1, 0
+	for i := 0; i <= len(subj); i++ {
+		if i < len(subj) {
+			switch c := subj[i]; c {
+			case ' ', '\t', '\r', '\n', '\f', '\v':
+				return &SubjectError{subj, fmt.Sprintf("white space (%q at byte %d) is not allowed in a subject", c, i)}
+			case '.':
+			default:
+				continue
+			}
+		}
+		switch tok := subj[start:i]; tok {
+		case "":
+			return &SubjectError{subj, fmt.Sprintf("token %d is empty (a leading, trailing or double '.')", token)}
+		case "*", ">":
+			return &SubjectError{subj, fmt.Sprintf("token %d is the wildcard %q: messages are published to literal subjects", token, tok)}
+		}
+		token, start = token+1, i+1
+	}
+	return nil
 }
 
 // classify marks errors that retrying cannot fix as permanent.

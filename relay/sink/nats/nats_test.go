@@ -207,3 +207,54 @@ func TestLogAttributes(t *testing.T) {
 	s.Close()
 	logs.Check(t, "orders-nats", "nats")
 }
+
+// TestInvalidSubject: a rendered destination that is no valid subject fails
+// permanently with an error that says why, not with "no stream takes this
+// subject"; the good messages of the batch are delivered.
+func TestInvalidSubject(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	s := f.sink(t, f.url, 10*time.Second)
+	defer s.Close()
+	p := f.prefix
+	cases := map[string]string{
+		p + "..x":    "is empty (a leading, trailing or double",
+		p + ".x.":    "is empty (a leading, trailing or double",
+		"." + p:      "is empty (a leading, trailing or double",
+		p + ".a b":   "white space",
+		p + ".a\tb":  "white space",
+		p + ".a\r\n": "white space",
+		p + ".*":     "wildcard",
+		p + ".>":     "wildcard",
+		p + ".*.x":   "wildcard",
+		"":           "empty",
+	}
+	var msgs []*relay.Message
+	var subjects []string
+	for subj := range cases {
+		msgs = append(msgs, sinktest.NewMessage(subj, "k-"+subj, 0))
+		subjects = append(subjects, subj)
+	}
+	good := sinktest.NewMessage(p+".good", "good", 0)
+	msgs = append(msgs, good)
+	errs := s.Publish(context.Background(), msgs)
+	if len(errs) != len(msgs) {
+		t.Fatalf("Publish = %v, want one result per message", errs)
+	}
+	for i, subj := range subjects {
+		err := errs[i]
+		if !relay.Permanent(err) || !strings.Contains(err.Error(), "invalid subject") || !strings.Contains(err.Error(), cases[subj]) ||
+			strings.Contains(err.Error(), "no stream") {
+			t.Errorf("subject %q: got %v, want a permanent error saying the subject is invalid (%s)", subj, err, cases[subj])
+		}
+	}
+	if err := errs[len(errs)-1]; err != nil {
+		t.Errorf("good subject: %v", err)
+	}
+	// Tokens with characters that are only unusual are valid.
+	for _, subj := range []string{p + ".ünï-cödé_1", p + ".a*b.c>d", p + ".x"} {
+		if errs := s.Publish(context.Background(), []*relay.Message{sinktest.NewMessage(subj, "ok", 0)}); errs != nil {
+			t.Errorf("subject %q: %v", subj, errs[0])
+		}
+	}
+}
