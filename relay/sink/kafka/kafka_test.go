@@ -197,9 +197,6 @@ func TestContract(t *testing.T) {
 		Consume:     consume,
 		SDKReader:   true,
 		Permanent: []sinktest.PermanentCase{
-			{Name: "UnknownTopic", Break: func(t *testing.T, m *relay.Message) {
-				m.Destination = testutil.RandomName("outbox-missing-")
-			}},
 			{Name: "TooLargeForClient", Break: func(t *testing.T, m *relay.Message) {
 				m.Event.Payload = make([]byte, 1<<20+1)
 			}},
