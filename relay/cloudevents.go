@@ -1,22 +1,27 @@
 package relay
 
-import "time"
+import (
+	"time"
 
-// CloudEvents attribute names (CloudEvents 1.0, without a binding's prefix).
+	"github.com/outboxrelay/outbox/sdk/wire"
+)
+
+// CloudEvents attribute names (CloudEvents 1.0, without a binding's prefix),
+// as sdk/wire defines them for the sinks and the SDK's readers.
 const (
-	CESpecVersion     = "specversion"
-	CEID              = "id"
-	CESource          = "source"
-	CEType            = "type"
-	CESubject         = "subject"
-	CETime            = "time"
-	CEDataContentType = "datacontenttype"
-	CEDataSchema      = "dataschema"
+	CESpecVersion     = wire.AttrSpecVersion
+	CEID              = wire.AttrID
+	CESource          = wire.AttrSource
+	CEType            = wire.AttrType
+	CESubject         = wire.AttrSubject
+	CETime            = wire.AttrTime
+	CEDataContentType = wire.AttrDataContentType
+	CEDataSchema      = wire.AttrDataSchema
 	// Extensions carried by every message (lower-case alphanumerics, as the
 	// spec requires of extension names).
-	CEAggregateType = "aggregatetype"
-	CESchemaVersion = "schemaversion"
-	CETenantID      = "tenantid"
+	CEAggregateType = wire.AttrAggregateType
+	CESchemaVersion = wire.AttrSchemaVersion
+	CETenantID      = wire.AttrTenantID
 )
 
 // Attribute is one CloudEvents context attribute.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -12,29 +11,33 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/outboxrelay/outbox/sdk"
+	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
-// CloudEvents attribute names as the relay writes them (relay.CloudEvents):
-// CloudEvents 1.0 context attributes plus the outbox's extensions. Each
-// binding adds its prefix.
+// The attributes every outbox event carries, which map to Envelope fields;
+// any other attribute (a CloudEvents extension such as traceparent) becomes a
+// header.
 const (
-	attrSpecVersion   = "specversion"
-	attrID            = "id"
-	attrSource        = "source"
-	attrType          = "type"
-	attrSubject       = "subject"
-	attrTime          = "time"
-	attrAggregateType = "aggregatetype"
-	attrSchemaVersion = "schemaversion"
-	attrTenantID      = "tenantid"
-	// datacontenttype travels in each binding's own content-type field,
-	// except in Redis streams, which have no such field.
+	attrSpecVersion   = wire.AttrSpecVersion
+	attrID            = wire.AttrID
+	attrSource        = wire.AttrSource
+	attrType          = wire.AttrType
+	attrSubject       = wire.AttrSubject
+	attrTime          = wire.AttrTime
+	attrAggregateType = wire.AttrAggregateType
+	attrSchemaVersion = wire.AttrSchemaVersion
+	attrTenantID      = wire.AttrTenantID
+	// datacontenttype travels in each binding's content-type field (and on
+	// NATS and Redis also under its own name).
+	attrDataContentType = wire.AttrDataContentType
 )
 
-// Redis stream field names for the parts that are not CloudEvents attributes.
+// Redis stream field names for the parts that are not CloudEvents attributes
+// (sdk/wire's names, which the relay's Redis sink writes).
 const (
-	RedisFieldPayload     = "payload"
-	RedisFieldContentType = "content_type"
+	RedisFieldPayload     = wire.RedisPayload
+	RedisFieldContentType = wire.RedisContentType
+	RedisFieldHeaders     = wire.RedisHeaders
 )
 
 // ErrNotAnEvent: the message lacks what every outbox event carries (an id
@@ -115,8 +118,8 @@ func (b *builder) build() (Envelope, error) {
 		return env, &MessageError{Field: "type", Reason: "missing"}
 	}
 	env.SpecVersion = b.attrs[attrSpecVersion]
-	if env.SpecVersion != "" && env.SpecVersion != "1.0" {
-		return env, &MessageError{Field: "specversion", Reason: fmt.Sprintf("%q is not 1.0", env.SpecVersion)}
+	if env.SpecVersion != "" && env.SpecVersion != wire.SpecVersion {
+		return env, &MessageError{Field: "specversion", Reason: fmt.Sprintf("%q is not %s", env.SpecVersion, wire.SpecVersion)}
 	}
 	env.Source = b.attrs[attrSource]
 	e.AggregateID = b.attrs[attrSubject]
@@ -133,14 +136,17 @@ func (b *builder) build() (Envelope, error) {
 		}
 		e.OccurredAt = ts
 	}
-	e.ContentType = orDefault(b.contentType, sdk.DefaultContentType)
+	// The binding's content-type field, else a datacontenttype attribute
+	// (which the Kafka and AMQP bindings do not use, but a producer may
+	// send), else the default.
+	e.ContentType = orDefault(orDefault(b.contentType, b.attrs[attrDataContentType]), sdk.DefaultContentType)
 	e.Payload = b.payload
 	// Other attributes (CloudEvents extensions such as the distributed
 	// tracing extension's traceparent) become headers under their own
 	// name, unless a plain header of that name was present.
 	for k, v := range b.attrs {
 		switch k {
-		case attrSpecVersion, attrID, attrSource, attrType, attrSubject, attrTime, attrAggregateType, attrSchemaVersion, attrTenantID:
+		case attrSpecVersion, attrID, attrSource, attrType, attrSubject, attrTime, attrAggregateType, attrSchemaVersion, attrTenantID, attrDataContentType:
 			continue
 		}
 		if _, set := b.headers[k]; !set {
@@ -169,19 +175,18 @@ type KafkaHeader struct {
 }
 
 // FromKafka reads an event from a Kafka record in CloudEvents binary mode, as
-// the relay writes it: attributes in "ce_<name>" headers, the content type in
-// "content-type", the payload as the record value.
+// the relay writes it (sdk/wire): attributes in "ce_<name>" headers, the
+// content type in "content-type", the payload as the record value; every
+// other header (traceparent, tracestate, the application's) goes to Headers.
 func FromKafka(headers []KafkaHeader, value []byte) (Envelope, error) {
 	b := newBuilder()
 	b.payload = value
 	for _, h := range headers {
-		k := strings.ToLower(h.Key)
-		switch {
-		case strings.HasPrefix(k, "ce_"):
-			b.attrs[k[3:]] = string(h.Value)
-		case k == "content-type":
+		if attr, ok := wire.KafkaAttr(h.Key); ok {
+			b.attrs[attr] = string(h.Value)
+		} else if strings.EqualFold(h.Key, wire.KafkaContentType) {
 			b.contentType = string(h.Value)
-		default:
+		} else {
 			b.header(h.Key, string(h.Value))
 		}
 	}
@@ -189,41 +194,43 @@ func FromKafka(headers []KafkaHeader, value []byte) (Envelope, error) {
 }
 
 // FromNATS reads an event from a NATS message in CloudEvents binary mode, as
-// the relay writes it: attributes in "ce-<name>" headers, the content type in
-// "Content-Type", the id also in "Nats-Msg-Id" (JetStream's dedupe id), the
-// payload as the data. header is the message's nats.Header (a
-// map[string][]string); JetStream's own Nats-* headers are not copied into
-// Headers.
+// the relay writes it (sdk/wire): attributes in "ce-<name>" headers with
+// percent-encoded values, the content type in "ce-datacontenttype" (or, from
+// other producers, "Content-Type"), the id also in "Nats-Msg-Id" (JetStream's
+// dedupe id), the payload as the data. header is the message's nats.Header (a
+// map[string][]string); header names are matched without regard to case.
+// JetStream's own Nats-* headers are not copied into Headers. An attribute
+// value that is not valid percent-encoding is taken as it is.
 func FromNATS(header map[string][]string, data []byte) (Envelope, error) {
 	b := newBuilder()
 	b.payload = data
+	var plainContentType string
 	for k, vs := range header {
 		if len(vs) == 0 {
 			continue
 		}
 		v := vs[0]
-		lk := strings.ToLower(k)
-		switch {
-		case lk == "ce-datacontenttype":
-			if dv, err := url.PathUnescape(v); err == nil {
-				b.contentType = dv
-			}
-		case strings.HasPrefix(lk, "ce-"):
-			// The NATS binding percent-encodes attribute values.
-			if dv, err := url.PathUnescape(v); err == nil {
+		switch attr, isAttr := wire.NATSAttr(k); {
+		case isAttr:
+			if dv, err := wire.NATSDecode(v); err == nil {
 				v = dv
 			}
-			b.attrs[lk[3:]] = v
-		case lk == "content-type":
-			if b.contentType == "" {
+			if attr == attrDataContentType {
 				b.contentType = v
+			} else {
+				b.attrs[attr] = v
 			}
-		case lk == "nats-msg-id":
+		case strings.EqualFold(k, wire.NATSContentType):
+			plainContentType = v
+		case strings.EqualFold(k, wire.NATSMsgID):
 			b.msgID = v
-		case strings.HasPrefix(lk, "nats-"):
+		case wire.NATSReserved(k): // JetStream's own headers
 		default:
 			b.header(k, v)
 		}
+	}
+	if b.contentType == "" {
+		b.contentType = plainContentType
 	}
 	return b.build()
 }
@@ -239,11 +246,12 @@ type AMQPMessage struct {
 	Body        []byte
 }
 
-// FromAMQP reads an event from an AMQP message in CloudEvents binary mode:
-// attributes in application properties named "cloudEvents_<name>" (the
-// binding's preferred form, which JMS selectors accept) or "cloudEvents:<name>"
-// (its older form), the content type and message id in the message
-// properties, the payload as the body.
+// FromAMQP reads an event from an AMQP message in CloudEvents binary mode, as
+// the relay writes it (sdk/wire): attributes in application properties named
+// "cloudEvents_<name>" (the binding's preferred form, which JMS selectors
+// accept) or "cloudEvents:<name>" (its older form), the content type and
+// message id in the message properties, the payload as the body; every other
+// application property goes to Headers.
 func FromAMQP(m AMQPMessage) (Envelope, error) {
 	b := newBuilder()
 	b.payload = m.Body
@@ -254,12 +262,8 @@ func FromAMQP(m AMQPMessage) (Envelope, error) {
 		if err != nil {
 			return Envelope{}, &MessageError{Field: k, Reason: err.Error()}
 		}
-		name, isAttr := strings.CutPrefix(k, "cloudEvents_")
-		if !isAttr {
-			name, isAttr = strings.CutPrefix(k, "cloudEvents:")
-		}
-		if isAttr {
-			b.attrs[strings.ToLower(name)] = v
+		if attr, isAttr := wire.AMQPAttr(k); isAttr {
+			b.attrs[attr] = v
 		} else {
 			b.header(k, v)
 		}
@@ -286,12 +290,16 @@ func amqpString(v any) (string, error) {
 	return "", fmt.Errorf("value of type %T is not a string", v)
 }
 
-// FromRedis reads an event from a Redis stream entry as the relay writes it:
-// one field per CloudEvents attribute, named exactly like the attribute (id,
-// type, source, specversion, subject, time, aggregatetype, schemaversion,
-// tenantid), plus "payload" and "content_type"; any other field (traceparent,
-// tracestate, user headers) goes to Headers. values is the entry's field map
-// (go-redis XMessage.Values), with string or []byte values.
+// FromRedis reads an event from a Redis stream entry as the relay writes it
+// (sdk/wire): one field per CloudEvents attribute, named exactly like the
+// attribute (id, specversion, type, source, subject, time, aggregatetype,
+// schemaversion, tenantid), "datacontenttype", "headers" (the event headers,
+// traceparent and tracestate among them, as one JSON object of strings;
+// absent when there are none) and "payload" (the exact bytes). values is the
+// entry's field map (go-redis XMessage.Values), with string or []byte values.
+// Any other field is taken for a CloudEvents extension attribute and, like
+// those of the other bindings, goes to Headers unless the headers field has
+// that name.
 func FromRedis(values map[string]any) (Envelope, error) {
 	b := newBuilder()
 	for k, raw := range values {
@@ -305,18 +313,24 @@ func FromRedis(values map[string]any) (Envelope, error) {
 			return Envelope{}, &MessageError{Field: k, Reason: fmt.Sprintf("value of type %T is not a string", raw)}
 		}
 		switch k {
-		case RedisFieldPayload:
+		case wire.RedisPayload:
 			b.payload = []byte(v)
-		case RedisFieldContentType:
+		case wire.RedisContentType:
 			b.contentType = v
-		case attrSpecVersion, attrID, attrSource, attrType, attrSubject, attrTime, attrAggregateType, attrSchemaVersion, attrTenantID:
-			b.attrs[k] = v
+		case wire.RedisHeaders:
+			h, err := wire.RedisDecodeHeaders([]byte(v))
+			if err != nil {
+				return Envelope{}, &MessageError{Field: k, Reason: err.Error()}
+			}
+			for hk, hv := range h {
+				b.header(hk, hv)
+			}
 		default:
-			b.header(k, v)
+			b.attrs[k] = v
 		}
 	}
-	if _, ok := values[RedisFieldPayload]; !ok {
-		return Envelope{}, &MessageError{Field: RedisFieldPayload, Reason: "missing"}
+	if _, ok := values[wire.RedisPayload]; !ok {
+		return Envelope{}, &MessageError{Field: wire.RedisPayload, Reason: "missing"}
 	}
 	return b.build()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/outboxrelay/outbox/relay"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/inbox"
+	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
 func sampleEvent() *relay.Event {
@@ -53,7 +54,9 @@ func attrs(e *relay.Event) []relay.Attribute {
 }
 
 // Each adapter reads back what a sink of that binding writes, built here from
-// relay.CloudEvents so that a renamed attribute breaks this test.
+// relay.CloudEvents and sdk/wire. The sinks' contract suites
+// (relay/sink/sinktest) read what the real sinks write through the real
+// brokers with these adapters.
 func TestAdaptersReadTheRelaysMessages(t *testing.T) {
 	t.Parallel()
 	e := sampleEvent()
@@ -63,9 +66,20 @@ func TestAdaptersReadTheRelaysMessages(t *testing.T) {
 			return inbox.FromKafka(h, v)
 		},
 		"nats": func() (inbox.Envelope, error) {
-			h := map[string][]string{"Content-Type": {e.ContentType}, "Nats-Msg-Id": {e.ID.String()}, "Nats-Expected-Stream": {"EVENTS"}}
+			h := map[string][]string{"content-type": {e.ContentType}, "Nats-Msg-Id": {e.ID.String()}, "Nats-Expected-Stream": {"EVENTS"}}
 			for _, a := range attrs(e) {
-				h["ce-"+a.Name] = []string{a.Value}
+				h[wire.NATSHeader(a.Name)] = []string{wire.NATSEncode(a.Value)}
+			}
+			h[wire.NATSHeader(wire.AttrDataContentType)] = []string{wire.NATSEncode(e.ContentType)}
+			for k, v := range e.Headers {
+				h[k] = []string{v}
+			}
+			return inbox.FromNATS(h, e.Payload)
+		},
+		"nats, plain Content-Type only": func() (inbox.Envelope, error) {
+			h := map[string][]string{"Content-Type": {e.ContentType}}
+			for _, a := range attrs(e) {
+				h[wire.NATSHeader(a.Name)] = []string{wire.NATSEncode(a.Value)}
 			}
 			for k, v := range e.Headers {
 				h[k] = []string{v}
@@ -75,7 +89,7 @@ func TestAdaptersReadTheRelaysMessages(t *testing.T) {
 		"amqp underscore": func() (inbox.Envelope, error) {
 			m := inbox.AMQPMessage{Headers: map[string]any{}, ContentType: e.ContentType, MessageID: e.ID.String(), Body: e.Payload}
 			for _, a := range attrs(e) {
-				m.Headers["cloudEvents_"+a.Name] = a.Value
+				m.Headers[wire.AMQPProperty(a.Name)] = a.Value
 			}
 			for k, v := range e.Headers {
 				m.Headers[k] = v
@@ -94,12 +108,10 @@ func TestAdaptersReadTheRelaysMessages(t *testing.T) {
 			return inbox.FromAMQP(m)
 		},
 		"redis": func() (inbox.Envelope, error) {
-			v := map[string]any{inbox.RedisFieldPayload: string(e.Payload), inbox.RedisFieldContentType: e.ContentType}
+			v := map[string]any{"payload": string(e.Payload), "datacontenttype": e.ContentType,
+				"headers": string(wire.RedisEncodeHeaders(e.Headers))}
 			for _, a := range attrs(e) {
 				v[a.Name] = a.Value
-			}
-			for k, h := range e.Headers {
-				v[k] = h
 			}
 			return inbox.FromRedis(v)
 		},
@@ -204,6 +216,14 @@ func TestMalformedMessages(t *testing.T) {
 	// Redis: no payload field.
 	if _, err := inbox.FromRedis(map[string]any{"id": uuid.NewString(), "type": "t"}); !errors.Is(err, inbox.ErrNotAnEvent) || !strings.Contains(err.Error(), "payload") {
 		t.Errorf("Redis without payload: %v", err)
+	}
+	// Redis: a headers field that is not a JSON object of strings.
+	for _, bad := range []string{"traceparent=00-abc", `{"n":1}`} {
+		_, err := inbox.FromRedis(map[string]any{"id": uuid.NewString(), "type": "t", "payload": "{}", "headers": bad})
+		var me *inbox.MessageError
+		if !errors.As(err, &me) || me.Field != "headers" {
+			t.Errorf("Redis headers %q: %v, want a MessageError naming the headers field", bad, err)
+		}
 	}
 	// Defaults: no content type means JSON, no schema version means 1.0.
 	env, err := inbox.FromRedis(map[string]any{"id": uuid.NewString(), "type": "t", "payload": []byte("{}")})

@@ -80,3 +80,32 @@ func ExampleFromNATS() {
 	// Output:
 	// 0190a6e4-7c2a-7b3e-9f00-000000000002 order.paid o-1 1.0 <nil>
 }
+
+// A Redis stream entry as the relay's Redis sink writes it: attributes as
+// fields, the content type in datacontenttype, the event headers as one JSON
+// object in headers, the exact payload bytes in payload.
+func ExampleFromRedis() {
+	values := map[string]any{ // go-redis XMessage.Values
+		"specversion":     "1.0",
+		"id":              "0190a6e4-7c2a-7b3e-9f00-000000000003",
+		"type":            "invoice.issued",
+		"subject":         "inv-7",
+		"aggregatetype":   "invoice",
+		"schemaversion":   "2.0",
+		"tenantid":        "acme",
+		"datacontenttype": "application/protobuf",
+		"headers":         `{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","x-user":"alice"}`,
+		"payload":         "\x0a\x03inv\x00",
+	}
+	env, err := inbox.FromRedis(values)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(env.EventType, env.AggregateType, env.AggregateID, env.SchemaVersion, env.TenantID, env.ContentType)
+	fmt.Printf("%q %s\n", env.Payload, env.Headers["x-user"])
+	fmt.Println(trace.SpanContextFromContext(env.TraceContext(context.Background())).TraceID())
+	// Output:
+	// invoice.issued invoice inv-7 2.0 acme application/protobuf
+	// "\n\x03inv\x00" alice
+	// 4bf92f3577b34da6a3ce929d0e0e4736
+}

@@ -27,11 +27,14 @@ func (e *TooLargeError) Error() string {
 func (e *TooLargeError) Unwrap() error { return kafkago.MessageSizeTooLarge }
 
 // UnknownTopicError reports a topic that does not exist while
-// Config.AutoCreateTopics is off. It is permanent.
+// Config.AutoCreateTopics is off. It is transient, as for Kafka's own
+// producers: the relay retries the message under the route's retry budget
+// (max_attempts, max_elapsed), and creating the topic is enough for delivery
+// to resume.
 type UnknownTopicError struct{ Topic string }
 
 func (e *UnknownTopicError) Error() string {
-	return fmt.Sprintf("kafka: topic %q does not exist (create it, or set auto_create_topics)", e.Topic)
+	return fmt.Sprintf("kafka: topic %q does not exist (create it, or set auto_create_topics); retrying", e.Topic)
 }
 
 // Unwrap lets errors.Is match kafka-go's UnknownTopicOrPartition.
@@ -42,7 +45,7 @@ func (e *UnknownTopicError) Unwrap() error { return kafkago.UnknownTopicOrPartit
 // name, a topic the credentials may not write, a record or topic policy the
 // broker rejects. Everything else (network errors, leader changes, not
 // enough replicas, timeouts, a failed SASL handshake, which breaks every
-// message alike) is transient.
+// message alike, a topic that does not exist yet) is transient.
 func (s *Sink) classify(err error) error {
 	wrapped := fmt.Errorf("kafka: %w", err)
 	var kerr kafkago.Error

@@ -22,13 +22,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sync"
+	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/outboxrelay/outbox/internal/inflight"
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
 // ErrClosed is returned for messages published after Close.
@@ -50,17 +54,28 @@ type Sink struct {
 	single     *kafkago.Writer
 
 	calls inflight.Gate // Publish calls in progress; closed by Close
+
+	// missing holds the topics found not to exist, with when the sink last
+	// warned about each; Ping fails while it is not empty.
+	missingMu sync.Mutex
+	missing   map[string]time.Time
 }
+
+// missingWarnEvery is how often the sink repeats its warning about a topic
+// that still does not exist.
+const missingWarnEvery = time.Minute
 
 var _ relay.Sink = (*Sink)(nil)
 
-// New validates cfg, fills its defaults and connects to the brokers.
+// New validates cfg, fills its defaults and connects to the brokers. The
+// sink logs to logger (nil discards) with "type"="kafka" added; the relay
+// passes logger.With("sink", <configured name>).
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
-	logger = cmp.Or(logger, slog.New(slog.DiscardHandler)).With("sink", "kafka")
+	logger = cmp.Or(logger, slog.New(slog.DiscardHandler)).With("type", "kafka")
 	tlsConfig, _ := cfg.TLS.TLSConfig()
 	mech, _ := cfg.SASL.mechanism()
 	acks, _ := cfg.acks()
@@ -117,11 +132,64 @@ func (s *Sink) singleWriter() *kafkago.Writer {
 }
 
 // Ping checks that a broker answers (an ApiVersions round trip, after TLS and
-// SASL).
+// SASL), and that every topic Publish found missing exists by now: while
+// one does not, Ping fails naming it, so outbox_sink_up and /readyz show it.
 func (s *Sink) Ping(ctx context.Context) error {
 	c := &kafkago.Client{Addr: s.addr, Transport: s.transport, Timeout: s.cfg.DialTimeout}
-	_, err := c.ApiVersions(ctx, &kafkago.ApiVersionsRequest{})
-	return err
+	if _, err := c.ApiVersions(ctx, &kafkago.ApiVersionsRequest{}); err != nil {
+		return err
+	}
+	s.missingMu.Lock()
+	topics := slices.Sorted(maps.Keys(s.missing))
+	s.missingMu.Unlock()
+	var still []string
+	for _, topic := range topics {
+		exists, err := s.topicExists(ctx, topic)
+		switch {
+		case err != nil:
+			return fmt.Errorf("kafka: check topic %q: %w", topic, err)
+		case exists:
+			s.topicFound(topic)
+		default:
+			still = append(still, topic)
+		}
+	}
+	if len(still) > 0 {
+		return fmt.Errorf("kafka: topics %q do not exist (create them, or set auto_create_topics); their events are retried until the route's retry budget runs out", still)
+	}
+	return nil
+}
+
+// topicMissing records that topic does not exist, warning when it was not
+// known to be missing and then once a minute while it stays missing.
+func (s *Sink) topicMissing(topic string) {
+	s.missingMu.Lock()
+	last, known := s.missing[topic]
+	now := time.Now()
+	warn := !known || now.Sub(last) >= missingWarnEvery
+	if warn {
+		if s.missing == nil {
+			s.missing = map[string]time.Time{}
+		}
+		s.missing[topic] = now
+	}
+	s.missingMu.Unlock()
+	if warn {
+		s.logger.Warn("kafka topic does not exist; create it (or set auto_create_topics): its events are retried until the route's max_attempts or max_elapsed runs out, then dead-lettered",
+			"topic", topic)
+	}
+}
+
+// topicFound records that topic exists and reports whether it was missing.
+func (s *Sink) topicFound(topic string) bool {
+	s.missingMu.Lock()
+	_, known := s.missing[topic]
+	delete(s.missing, topic)
+	s.missingMu.Unlock()
+	if known {
+		s.logger.Info("kafka topic exists now; delivering to it again", "topic", topic)
+	}
+	return known
 }
 
 // Close waits for Publish calls in progress, then closes the connections.
@@ -238,9 +306,9 @@ func (s *Sink) write(ctx context.Context, w *kafkago.Writer, kms []kafkago.Messa
 	case errors.As(err, &tooLarge):
 		// Our size check should have caught it; find the message by its
 		// id header, fail it, and send the rest.
-		id := header(tooLarge.Message.Headers, "ce_id")
+		id := header(tooLarge.Message.Headers, wire.KafkaHeader(wire.AttrID))
 		for j := range kms {
-			if header(kms[j].Headers, "ce_id") == id {
+			if header(kms[j].Headers, wire.KafkaHeader(wire.AttrID)) == id {
 				b.fail(idx[j], relay.MarkPermanent(fmt.Errorf("kafka: event %s: %w", id, err)))
 				s.write(ctx, w, append(kms[:j:j], kms[j+1:]...), append(idx[:j:j], idx[j+1:]...), b, retry)
 				return
@@ -332,14 +400,17 @@ func (s *Sink) again(ctx context.Context, kms []kafkago.Message, idx []int, js [
 				b.fail(i, e)
 			}
 		case !exists:
-			e := relay.MarkPermanent(&UnknownTopicError{Topic: topic})
+			s.topicMissing(topic)
+			e := &UnknownTopicError{Topic: topic}
 			for _, i := range n {
 				b.fail(i, e)
 			}
 		default:
 			// The topic was created after the client's metadata was
 			// loaded: refresh it and write again.
-			s.logger.Info("kafka topic appeared, refreshing metadata", "topic", topic)
+			if !s.topicFound(topic) {
+				s.logger.Info("kafka topic appeared, refreshing metadata", "topic", topic)
+			}
 			if err := s.refreshTopic(ctx, topic); err != nil {
 				e := fmt.Errorf("kafka: refresh metadata of topic %q: %w", topic, err)
 				for _, i := range n {

@@ -20,6 +20,7 @@ import (
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
+	"github.com/outboxrelay/outbox/sdk/inbox"
 )
 
 // The tests run against an in-process kfake cluster, or against the cluster
@@ -179,6 +180,11 @@ func received(r *kgo.Record) sinktest.Received {
 		}
 	}
 	got.ID = got.Attributes["id"]
+	hs := make([]inbox.KafkaHeader, len(r.Headers))
+	for i, h := range r.Headers {
+		hs[i] = inbox.KafkaHeader(h)
+	}
+	got.Inbox, got.InboxErr = inbox.FromKafka(hs, r.Value)
 	return got
 }
 
@@ -189,10 +195,8 @@ func TestContract(t *testing.T) {
 		New:         func(t *testing.T) relay.Sink { return newSink(t, Config{}) },
 		Destination: func(t *testing.T) string { return newTopic(t) },
 		Consume:     consume,
+		SDKReader:   true,
 		Permanent: []sinktest.PermanentCase{
-			{Name: "UnknownTopic", Break: func(t *testing.T, m *relay.Message) {
-				m.Destination = testutil.RandomName("outbox-missing-")
-			}},
 			{Name: "TooLargeForClient", Break: func(t *testing.T, m *relay.Message) {
 				m.Event.Payload = make([]byte, 1<<20+1)
 			}},

@@ -3,54 +3,17 @@ package kafka
 import (
 	"maps"
 	"slices"
-	"strings"
 
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
-// Header names of the CloudEvents Kafka binding (binary content mode).
-const (
-	headerPrefix      = "ce_"
-	headerContentType = "content-type"
-)
-
-// ceHeader returns the binding's header name for a CloudEvents attribute,
-// without allocating for the attributes relay.CloudEvents produces.
-func ceHeader(name string) string {
-	switch name {
-	case relay.CESpecVersion:
-		return "ce_specversion"
-	case relay.CEID:
-		return "ce_id"
-	case relay.CESource:
-		return "ce_source"
-	case relay.CEType:
-		return "ce_type"
-	case relay.CESubject:
-		return "ce_subject"
-	case relay.CETime:
-		return "ce_time"
-	case relay.CEAggregateType:
-		return "ce_aggregatetype"
-	case relay.CESchemaVersion:
-		return "ce_schemaversion"
-	case relay.CETenantID:
-		return "ce_tenantid"
-	}
-	return headerPrefix + name
-}
-
-// reserved reports whether an event header would shadow a binding header;
-// such event headers are left out.
-func reserved(name string) bool {
-	return strings.HasPrefix(strings.ToLower(name), headerPrefix) || strings.EqualFold(name, headerContentType)
-}
-
-// record builds the Kafka record for m, with m.Headers (which the relay may
-// have given a trace context of its own), not Event.Headers. Header values
-// and the key share one allocation; the payload is not copied.
+// record builds the Kafka record for m in the format sdk/wire defines, with
+// m.Headers (which the relay may have given a trace context of its own), not
+// Event.Headers; an event header that wire.KafkaReserved names is left out.
+// Header values and the key share one allocation; the payload is not copied.
 func record(m *relay.Message) kafkago.Message {
 	e := m.Event
 	attrs := relay.CloudEvents(m)
@@ -75,13 +38,13 @@ func record(m *relay.Message) kafkago.Message {
 
 	hs := make([]kafkago.Header, 0, len(attrs)+1+len(names))
 	for _, a := range attrs {
-		hs = append(hs, kafkago.Header{Key: ceHeader(a.Name), Value: add(a.Value)})
+		hs = append(hs, kafkago.Header{Key: wire.KafkaHeader(a.Name), Value: add(a.Value)})
 	}
 	if e.ContentType != "" {
-		hs = append(hs, kafkago.Header{Key: headerContentType, Value: add(e.ContentType)})
+		hs = append(hs, kafkago.Header{Key: wire.KafkaContentType, Value: add(e.ContentType)})
 	}
 	for _, k := range names {
-		if reserved(k) {
+		if wire.KafkaReserved(k) {
 			continue
 		}
 		hs = append(hs, kafkago.Header{Key: k, Value: add(m.Headers[k])})

@@ -284,3 +284,17 @@ func TestTLS(t *testing.T) {
 		t.Fatal("connected to a self-signed broker without its CA")
 	}
 }
+
+// TestLogAttributes: every line names the configured sink as "sink" (the
+// relay passes logger.With("sink", name)) and the kind as "type".
+func TestLogAttributes(t *testing.T) {
+	logger, logs := sinktest.NewLogs("orders-kafka")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := New(ctx, Config{Brokers: brokers(t)}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	logs.Check(t, "orders-kafka", "kafka")
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
 // Config configures the sink. Fields are read from the sink's entry in relay.yaml.
@@ -74,7 +75,9 @@ type Sink struct {
 
 var _ relay.Sink = (*Sink)(nil)
 
-// New connects to NATS and creates or checks the stream.
+// New connects to NATS and creates or checks the stream. The sink logs to
+// logger (nil means slog.Default()) with "type"="nats" added; the relay
+// passes logger.With("sink", <configured name>).
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	cfg.URL = cmp.Or(cfg.URL, nats.DefaultURL)
 	cfg.Storage = cmp.Or(cfg.Storage, "file")
@@ -85,6 +88,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	logger = logger.With("type", "nats")
 	if cfg.Stream == "" {
 		return nil, errors.New("nats: stream is required (the JetStream stream to publish into)")
 	}
@@ -213,8 +217,9 @@ func SubjectsFor(dests []*relay.Destination) []string {
 	return out
 }
 
-// Message builds the NATS message of m (without the Nats-Msg-Id, which the
-// publish option sets).
+// Message builds the NATS message of m in the format sdk/wire defines
+// (without the Nats-Msg-Id, which the publish option sets). An event header
+// that wire.NATSReserved names (ce-*, content-type, Nats-*) is left out.
 func Message(m *relay.Message) *nats.Msg {
 	e := m.Event
 	attrs := relay.CloudEvents(m)
@@ -227,59 +232,18 @@ func Message(m *relay.Message) *nats.Msg {
 		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	for k, v := range m.Headers {
-		set(k, v)
+		if !wire.NATSReserved(k) {
+			set(k, v)
+		}
 	}
 	for _, a := range attrs {
-		set(ceHeader(a.Name), PercentEncode(a.Value))
+		set(wire.NATSHeader(a.Name), wire.NATSEncode(a.Value))
 	}
 	// The binding carries datacontenttype as ce-datacontenttype; content-type
 	// is added for consumers that do not speak CloudEvents.
-	set("ce-datacontenttype", PercentEncode(e.ContentType))
-	set("content-type", e.ContentType)
+	set(wire.NATSHeader(wire.AttrDataContentType), wire.NATSEncode(e.ContentType))
+	set(wire.NATSContentType, e.ContentType)
 	return &nats.Msg{Subject: m.Destination, Data: e.Payload, Header: h}
-}
-
-// ceHeaders holds the header names of the attributes every message carries.
-var ceHeaders = func() map[string]string {
-	m := map[string]string{}
-	for _, a := range []string{relay.CESpecVersion, relay.CEID, relay.CESource, relay.CEType, relay.CESubject, relay.CETime,
-		relay.CEDataContentType, relay.CEDataSchema, relay.CEAggregateType, relay.CESchemaVersion, relay.CETenantID} {
-		m[a] = "ce-" + a
-	}
-	return m
-}()
-
-func ceHeader(name string) string {
-	if h, ok := ceHeaders[name]; ok {
-		return h
-	}
-	return "ce-" + name
-}
-
-// PercentEncode encodes a CloudEvents attribute value for a NATS header as the
-// binding requires: space, '"', '%' and every byte outside printable ASCII
-// become %XX (of the UTF-8 bytes). Most values pass through unchanged.
-func PercentEncode(v string) string {
-	clean := true
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '%' {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return v
-	}
-	const hex = "0123456789ABCDEF"
-	b := make([]byte, 0, len(v)+16)
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '%' {
-			b = append(b, '%', hex[c>>4], hex[c&15])
-		} else {
-			b = append(b, c)
-		}
-	}
-	return string(b)
 }
 
 // Publish sends the batch asynchronously and waits for every acknowledgement.
@@ -294,6 +258,10 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 	futures := make([]jetstream.PubAckFuture, len(msgs))
 	stall := s.cfg.PublishTimeout.D()
 	for i, m := range msgs {
+		if err := CheckSubject(m.Destination); err != nil {
+			setErr(i, relay.MarkPermanent(err))
+			continue
+		}
 		f, err := s.js.PublishMsgAsync(Message(m), jetstream.WithMsgID(m.Event.ID.String()), jetstream.WithStallWait(stall))
 		if err != nil {
 			setErr(i, classify(err))
@@ -319,6 +287,50 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 		}
 	}
 	return errs
+}
+
+// SubjectError reports a destination that is not a subject a message can be
+// published to. The sink fails such messages permanently, before sending.
+type SubjectError struct {
+	Subject string
+	Reason  string
+}
+
+func (e *SubjectError) Error() string {
+	return fmt.Sprintf("nats: invalid subject %q: %s (fix the route's destination, or the event fields its template renders)", e.Subject, e.Reason)
+}
+
+// Unwrap lets errors.Is match nats.ErrBadSubject.
+func (e *SubjectError) Unwrap() error { return nats.ErrBadSubject }
+
+// CheckSubject returns a *SubjectError unless subj is a literal subject: one
+// or more non-empty tokens separated by '.', no white space, and no token
+// that is a wildcard ('*' or '>'). Other characters (UTF-8 included) are
+// allowed, as by the server.
+func CheckSubject(subj string) error {
+	if subj == "" {
+		return &SubjectError{subj, "the subject is empty"}
+	}
+	token, start := 1, 0
+	for i := 0; i <= len(subj); i++ {
+		if i < len(subj) {
+			switch c := subj[i]; c {
+			case ' ', '\t', '\r', '\n', '\f', '\v':
+				return &SubjectError{subj, fmt.Sprintf("white space (%q at byte %d) is not allowed in a subject", c, i)}
+			case '.':
+			default:
+				continue
+			}
+		}
+		switch tok := subj[start:i]; tok {
+		case "":
+			return &SubjectError{subj, fmt.Sprintf("token %d is empty (a leading, trailing or double '.')", token)}
+		case "*", ">":
+			return &SubjectError{subj, fmt.Sprintf("token %d is the wildcard %q: messages are published to literal subjects", token, tok)}
+		}
+		token, start = token+1, i+1
+	}
+	return nil
 }
 
 // classify marks errors that retrying cannot fix as permanent.

@@ -17,6 +17,7 @@ import (
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
+	"github.com/outboxrelay/outbox/sdk/inbox"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -72,7 +73,9 @@ func (f *fixture) consume(ctx context.Context, t *testing.T, dest string, min in
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			out = append(out, received(m.Headers(), m.Data()))
+			r := received(m.Headers(), m.Data())
+			r.Inbox, r.InboxErr = inbox.FromNATS(m.Headers(), m.Data())
+			out = append(out, r)
 		}
 		if n == 0 && len(out) >= min {
 			break
@@ -107,6 +110,7 @@ func TestContract(t *testing.T) {
 		New:         func(t *testing.T) relay.Sink { return f.sink(t, f.url, 10*time.Second) },
 		Destination: func(t *testing.T) string { return f.prefix + "." + testutil.RandomName("d") },
 		Consume:     f.consume,
+		SDKReader:   true,
 		Permanent: []sinktest.PermanentCase{
 			{Name: "NoStreamForSubject", Break: func(t *testing.T, m *relay.Message) {
 				m.Destination = testutil.RandomName("nostream") + ".x"
@@ -134,23 +138,6 @@ func TestContract(t *testing.T) {
 	})
 }
 
-func TestPercentEncode(t *testing.T) {
-	for in, want := range map[string]string{
-		"order.created": "order.created",
-		"a b":           "a%20b",
-		`"q"`:           "%22q%22",
-		"50%":           "50%25",
-		"café":          "caf%C3%A9",
-	} {
-		if got := PercentEncode(in); got != want {
-			t.Errorf("PercentEncode(%q) = %q, want %q", in, got, want)
-		}
-		if back, _ := url.PathUnescape(PercentEncode(in)); back != in {
-			t.Errorf("round trip of %q gave %q", in, back)
-		}
-	}
-}
-
 func TestSubjectsFor(t *testing.T) {
 	var ds []*relay.Destination
 	for _, s := range []string{"orders.{{.EventType}}", "audit", "{{.AggregateType}}.x", "orders.{{.AggregateID}}"} {
@@ -170,5 +157,104 @@ func BenchmarkMessage(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Message(m)
+	}
+}
+
+// TestReservedHeaders: an event header that a reader would take for an
+// attribute or the content type, or that JetStream acts on (Nats-*), is not
+// sent; the others are.
+func TestReservedHeaders(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	s := f.sink(t, f.url, 10*time.Second)
+	defer s.Close()
+	dest := f.prefix + ".reserved"
+	m := sinktest.NewMessage(dest, "k", 0)
+	m.Headers = map[string]string{
+		"Nats-Expected-Stream": "NOT_" + f.stream, // JetStream would refuse the message
+		"nats-rollup":          "all",
+		"Ce-Type":              "spoofed",
+		"Content-Type":         "text/evil",
+		"x-ok":                 "kept",
+	}
+	sinktest.Publish(t, s, []*relay.Message{m})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := f.consume(ctx, t, dest, 1)
+	if len(got) != 1 {
+		t.Fatalf("consumed %d messages, want 1", len(got))
+	}
+	env, err := got[0].Inbox, got[0].InboxErr
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.EventType != m.Event.EventType || env.ContentType != m.Event.ContentType || len(env.Headers) != 1 || env.Headers["x-ok"] != "kept" {
+		t.Errorf("read back type %q, content type %q, headers %v; want %q, %q, only x-ok",
+			env.EventType, env.ContentType, env.Headers, m.Event.EventType, m.Event.ContentType)
+	}
+}
+
+// TestLogAttributes: every line names the configured sink as "sink" (the
+// relay passes logger.With("sink", name)) and the kind as "type".
+func TestLogAttributes(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	logger, logs := sinktest.NewLogs("orders-nats")
+	s, err := New(context.Background(), Config{URL: f.url, Stream: f.stream, Subjects: []string{f.prefix + ".>"}}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	logs.Check(t, "orders-nats", "nats")
+}
+
+// TestInvalidSubject: a rendered destination that is no valid subject fails
+// permanently with an error that says why, not with "no stream takes this
+// subject"; the good messages of the batch are delivered.
+func TestInvalidSubject(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	s := f.sink(t, f.url, 10*time.Second)
+	defer s.Close()
+	p := f.prefix
+	cases := map[string]string{
+		p + "..x":    "is empty (a leading, trailing or double",
+		p + ".x.":    "is empty (a leading, trailing or double",
+		"." + p:      "is empty (a leading, trailing or double",
+		p + ".a b":   "white space",
+		p + ".a\tb":  "white space",
+		p + ".a\r\n": "white space",
+		p + ".*":     "wildcard",
+		p + ".>":     "wildcard",
+		p + ".*.x":   "wildcard",
+		"":           "empty",
+	}
+	var msgs []*relay.Message
+	var subjects []string
+	for subj := range cases {
+		msgs = append(msgs, sinktest.NewMessage(subj, "k-"+subj, 0))
+		subjects = append(subjects, subj)
+	}
+	good := sinktest.NewMessage(p+".good", "good", 0)
+	msgs = append(msgs, good)
+	errs := s.Publish(context.Background(), msgs)
+	if len(errs) != len(msgs) {
+		t.Fatalf("Publish = %v, want one result per message", errs)
+	}
+	for i, subj := range subjects {
+		err := errs[i]
+		if !relay.Permanent(err) || !strings.Contains(err.Error(), "invalid subject") || !strings.Contains(err.Error(), cases[subj]) ||
+			strings.Contains(err.Error(), "no stream") {
+			t.Errorf("subject %q: got %v, want a permanent error saying the subject is invalid (%s)", subj, err, cases[subj])
+		}
+	}
+	if err := errs[len(errs)-1]; err != nil {
+		t.Errorf("good subject: %v", err)
+	}
+	// Tokens with characters that are only unusual are valid.
+	for _, subj := range []string{p + ".ünï-cödé_1", p + ".a*b.c>d", p + ".x"} {
+		if errs := s.Publish(context.Background(), []*relay.Message{sinktest.NewMessage(subj, "ok", 0)}); errs != nil {
+			t.Errorf("subject %q: %v", subj, errs[0])
+		}
 	}
 }

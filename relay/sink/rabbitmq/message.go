@@ -6,46 +6,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/sdk/wire"
 )
-
-// propertyPrefix is the CloudEvents AMQP binding's prefix for attributes in
-// the application properties. The binding allows "cloudEvents_" and
-// "cloudEvents:" and prefers '_' (JMS 2.0 selectors reject ':').
-const propertyPrefix = "cloudEvents_"
-
-// ceProperty returns the binding's property name for a CloudEvents
-// attribute, without allocating for the attributes relay.CloudEvents
-// produces.
-func ceProperty(name string) string {
-	switch name {
-	case relay.CESpecVersion:
-		return "cloudEvents_specversion"
-	case relay.CEID:
-		return "cloudEvents_id"
-	case relay.CESource:
-		return "cloudEvents_source"
-	case relay.CEType:
-		return "cloudEvents_type"
-	case relay.CESubject:
-		return "cloudEvents_subject"
-	case relay.CETime:
-		return "cloudEvents_time"
-	case relay.CEAggregateType:
-		return "cloudEvents_aggregatetype"
-	case relay.CESchemaVersion:
-		return "cloudEvents_schemaversion"
-	case relay.CETenantID:
-		return "cloudEvents_tenantid"
-	}
-	return propertyPrefix + name
-}
-
-// reserved reports whether an event header would shadow a CloudEvents
-// property; such event headers are left out.
-func reserved(name string) bool {
-	return len(name) >= len("cloudEvents_") && strings.EqualFold(name[:len("cloudEvents")], "cloudEvents") &&
-		(name[len("cloudEvents")] == '_' || name[len("cloudEvents")] == ':')
-}
 
 // publishing builds the AMQP message for m: persistent, message_id = event
 // id, content_type = datacontenttype, type = event type, timestamp =
@@ -56,13 +18,13 @@ func publishing(m *relay.Message) amqp.Publishing {
 	attrs := relay.CloudEvents(m)
 	h := make(amqp.Table, len(attrs)+len(m.Headers))
 	for k, v := range m.Headers {
-		if !reserved(k) {
+		if !wire.AMQPReserved(k) {
 			h[k] = v
 		}
 	}
 	var id string
 	for _, a := range attrs {
-		h[ceProperty(a.Name)] = a.Value
+		h[wire.AMQPProperty(a.Name)] = a.Value
 		if a.Name == relay.CEID {
 			id = a.Value
 		}

@@ -78,7 +78,9 @@ type channel struct {
 	closes  chan *amqp.Error
 }
 
-// New validates cfg, fills its defaults and connects to the broker.
+// New validates cfg, fills its defaults and connects to the broker. The
+// sink logs to logger (nil discards) with "type"="rabbitmq" added; the relay
+// passes logger.With("sink", <configured name>).
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	cfg, tlsConfig, err := cfg.withDefaults()
 	if err != nil {
@@ -87,7 +89,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	s := &Sink{
 		cfg:    cfg,
 		tls:    tlsConfig,
-		logger: cmp.Or(logger, slog.New(slog.DiscardHandler)).With("sink", "rabbitmq"),
+		logger: cmp.Or(logger, slog.New(slog.DiscardHandler)).With("type", "rabbitmq"),
 		slots:  make(chan struct{}, cfg.Channels),
 	}
 	if err := s.Ping(ctx); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
+	"github.com/outboxrelay/outbox/sdk/inbox"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -119,12 +120,13 @@ func received(d amqp.Delivery) sinktest.Received {
 	}
 	for k, v := range d.Headers {
 		s, _ := v.(string)
-		if name, ok := strings.CutPrefix(k, propertyPrefix); ok {
+		if name, ok := strings.CutPrefix(k, "cloudEvents_"); ok {
 			got.Attributes[name] = s
 		} else {
 			got.Headers[k] = s
 		}
 	}
+	got.Inbox, got.InboxErr = inbox.FromAMQP(inbox.AMQPMessage{Headers: d.Headers, ContentType: d.ContentType, MessageID: d.MessageId, Body: d.Body})
 	return got
 }
 
@@ -133,6 +135,7 @@ func TestContract(t *testing.T) {
 		New:         func(t *testing.T) relay.Sink { return newSink(t, Config{}) },
 		Destination: func(t *testing.T) string { return newQueue(t, "classic") },
 		Consume:     consume,
+		SDKReader:   true,
 		Permanent: []sinktest.PermanentCase{
 			{Name: "Unroutable", Break: func(t *testing.T, m *relay.Message) {
 				m.Destination = "amq.direct/" + testutil.RandomName("no-queue-")
@@ -332,4 +335,19 @@ func TestExchangeDeleted(t *testing.T) {
 	t.Log(errs[0])
 	// The sink still works for other destinations.
 	sinktest.Publish(t, s, sinktest.Batch(dest, sinktest.Keys("exdel", 3), 3))
+}
+
+// TestLogAttributes: every line names the configured sink as "sink" (the
+// relay passes logger.With("sink", name)) and the kind as "type".
+func TestLogAttributes(t *testing.T) {
+	t.Parallel()
+	logger, logs := sinktest.NewLogs("orders-rabbit")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := New(ctx, Config{URL: testutil.AMQPURL(t)}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	logs.Check(t, "orders-rabbit", "rabbitmq")
 }

@@ -7,7 +7,8 @@
 // source, subject, time, aggregatetype, schemaversion and tenantid when
 // set), datacontenttype, headers (the event's headers as one JSON object,
 // only when there are any) and payload (the exact bytes). The event id
-// travels in the id field: Redis does not deduplicate, consumers do. See
+// travels in the id field: Redis does not deduplicate, consumers do. The
+// names are sdk/wire's, which inbox.FromRedis reads. See
 // docs/cloudevents.md.
 //
 // One Publish call is one pipeline: every XADD of the batch in one round
@@ -20,7 +21,6 @@ package redis
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,13 +30,7 @@ import (
 
 	"github.com/outboxrelay/outbox/internal/inflight"
 	"github.com/outboxrelay/outbox/relay"
-)
-
-// Field names of a stream entry besides the CloudEvents attributes.
-const (
-	FieldContentType = "datacontenttype"
-	FieldHeaders     = "headers"
-	FieldPayload     = "payload"
+	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
 // ErrClosed is returned for messages published after Close.
@@ -54,7 +48,9 @@ type Sink struct {
 
 var _ relay.Sink = (*Sink)(nil)
 
-// New validates cfg, fills its defaults and connects to the server.
+// New validates cfg, fills its defaults and connects to the server. The
+// sink logs to logger (nil discards) with "type"="redis" added; the relay
+// passes logger.With("sink", <configured name>).
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	cfg, opts, err := cfg.options()
 	if err != nil {
@@ -63,7 +59,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	s := &Sink{
 		cfg:    cfg,
 		client: goredis.NewClient(opts),
-		logger: cmp.Or(logger, slog.New(slog.DiscardHandler)).With("sink", "redis"),
+		logger: cmp.Or(logger, slog.New(slog.DiscardHandler)).With("type", "redis"),
 	}
 	routeClientLogs(s.logger)
 	if err := s.Ping(ctx); err != nil {
@@ -136,8 +132,9 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 	return errs
 }
 
-// fields returns the stream entry fields of m as XADD takes them: name,
-// value, name, value, ... The payload is not copied.
+// fields returns the stream entry fields of m as XADD takes them (name,
+// value, name, value, ...), as sdk/wire defines them. The payload is not
+// copied.
 func fields(m *relay.Message) []any {
 	e := m.Event
 	attrs := relay.CloudEvents(m)
@@ -145,12 +142,11 @@ func fields(m *relay.Message) []any {
 	for _, a := range attrs {
 		f = append(f, a.Name, a.Value)
 	}
-	f = append(f, FieldContentType, e.ContentType)
+	f = append(f, wire.RedisContentType, e.ContentType)
 	if len(m.Headers) > 0 {
-		h, _ := json.Marshal(m.Headers) // a map[string]string always encodes
-		f = append(f, FieldHeaders, h)
+		f = append(f, wire.RedisHeaders, wire.RedisEncodeHeaders(m.Headers))
 	}
-	return append(f, FieldPayload, e.Payload)
+	return append(f, wire.RedisPayload, e.Payload)
 }
 
 // classify wraps err, marking what retrying cannot fix as permanent: the

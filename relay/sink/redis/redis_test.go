@@ -28,6 +28,7 @@ import (
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
+	"github.com/outboxrelay/outbox/sdk/inbox"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -103,11 +104,11 @@ func received(t *testing.T, e goredis.XMessage) sinktest.Received {
 	for k, v := range e.Values {
 		s, _ := v.(string)
 		switch k {
-		case FieldContentType:
+		case "datacontenttype":
 			got.ContentType = s
-		case FieldPayload:
+		case "payload":
 			got.Payload = []byte(s)
-		case FieldHeaders:
+		case "headers":
 			if err := json.Unmarshal([]byte(s), &got.Headers); err != nil {
 				t.Errorf("entry %s: headers field: %v", e.ID, err)
 			}
@@ -116,6 +117,7 @@ func received(t *testing.T, e goredis.XMessage) sinktest.Received {
 		}
 	}
 	got.ID = got.Attributes["id"]
+	got.Inbox, got.InboxErr = inbox.FromRedis(e.Values)
 	return got
 }
 
@@ -124,6 +126,7 @@ func TestContract(t *testing.T) {
 		New:         func(t *testing.T) relay.Sink { return newSink(t, Config{}) },
 		Destination: func(t *testing.T) string { return newStream(t) },
 		Consume:     consume,
+		SDKReader:   true,
 		Permanent: []sinktest.PermanentCase{
 			{Name: "WrongType", Break: func(t *testing.T, m *relay.Message) {
 				key := newStream(t)
@@ -369,4 +372,18 @@ func TestTLS(t *testing.T) {
 	} else {
 		t.Log(err)
 	}
+}
+
+// TestLogAttributes: every line names the configured sink as "sink" (the
+// relay passes logger.With("sink", name)) and the kind as "type".
+func TestLogAttributes(t *testing.T) {
+	logger, logs := sinktest.NewLogs("orders-redis")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := New(ctx, Config{URL: testutil.RedisURL(t)}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	logs.Check(t, "orders-redis", "redis")
 }

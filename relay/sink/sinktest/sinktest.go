@@ -12,7 +12,9 @@
 //	}
 //
 // The suite checks what relay.Sink promises: the result shape, the event id
-// and every CloudEvents attribute and header on each message, order per key
+// and every CloudEvents attribute and header on each message (and that the
+// SDK's reader for the binding decodes the message into the event the sink
+// was given), order per key
 // across batches, per-message error classification (relay.Permanent), Publish
 // after and during Close, concurrent Publish calls and, when the harness can
 // cut the broker off, transient errors during an outage and recovery without
@@ -24,6 +26,7 @@ import (
 	"testing"
 
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/sdk/inbox"
 )
 
 // Received is one message as a consumer read it back from a destination,
@@ -48,6 +51,12 @@ type Received struct {
 	Headers map[string]string
 	// Payload is the message body.
 	Payload []byte
+	// Inbox is the message as the SDK's reader for the binding
+	// (sdk/inbox.FromKafka, FromNATS, FromAMQP, FromRedis) decodes it, and
+	// InboxErr that reader's error. Consume sets them when the harness sets
+	// SDKReader.
+	Inbox    inbox.Envelope
+	InboxErr error
 }
 
 // Harness connects the suite to one broker.
@@ -68,6 +77,12 @@ type Harness struct {
 	// unroutable, unknown destination, ...). Each case is checked in a batch
 	// with good messages. Every broker sink should give at least one.
 	Permanent []PermanentCase
+	// SDKReader says that the SDK reads this binding and that Consume sets
+	// Received.Inbox with its reader: the suite then checks that the reader
+	// gets back every part of the event the sink was given (id, type,
+	// aggregate, schema version, tenant, time, content type, payload bytes,
+	// headers and trace context). Set it for every binding the SDK reads.
+	SDKReader bool
 	// Outage, when set, enables the outage test: it returns a sink whose
 	// broker link the test can cut and restore.
 	Outage func(t *testing.T) Outage

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxrelay/outbox/relay"
 )
@@ -113,6 +117,52 @@ func CheckMessage(t testing.TB, got Received, m *relay.Message) {
 	}
 }
 
+// CheckInbox reports every difference between what was published (m) and
+// what the SDK's reader made of the received message (got.Inbox): the
+// application reads back the event it wrote, with the message's headers
+// (Message.Headers) and the trace context in them.
+func CheckInbox(t testing.TB, got Received, m *relay.Message) {
+	t.Helper()
+	e := m.Event
+	if got.InboxErr != nil {
+		t.Errorf("%s: the SDK's reader failed: %v", e.ID, got.InboxErr)
+		return
+	}
+	env := got.Inbox
+	for _, f := range []struct{ name, got, want string }{
+		{"ID", env.ID.String(), e.ID.String()},
+		{"EventType", env.EventType, e.EventType},
+		{"AggregateType", env.AggregateType, e.AggregateType},
+		{"AggregateID", env.AggregateID, e.AggregateID},
+		{"SchemaVersion", env.SchemaVersion, e.SchemaVersion},
+		{"TenantID", env.TenantID, e.TenantID},
+		{"ContentType", env.ContentType, e.ContentType},
+		{"Source", env.Source, m.Source},
+		{"SpecVersion", env.SpecVersion, "1.0"},
+	} {
+		if f.got != f.want {
+			t.Errorf("%s: SDK reader: %s = %q, want %q", e.ID, f.name, f.got, f.want)
+		}
+	}
+	if !env.OccurredAt.Equal(e.OccurredAt) {
+		t.Errorf("%s: SDK reader: OccurredAt = %v, want %v", e.ID, env.OccurredAt, e.OccurredAt)
+	}
+	if !bytes.Equal(env.Payload, e.Payload) {
+		t.Errorf("%s: SDK reader: Payload = %q, want %q", e.ID, env.Payload, e.Payload)
+	}
+	if !maps.Equal(env.Headers, m.Headers) {
+		t.Errorf("%s: SDK reader: Headers = %q, want %q", e.ID, env.Headers, m.Headers)
+	}
+	if tp, ok := m.Headers["traceparent"]; ok {
+		sc := trace.SpanContextFromContext(env.TraceContext(context.Background()))
+		if want := strings.Split(tp, "-"); len(want) != 4 || sc.TraceID().String() != want[1] || sc.SpanID().String() != want[2] ||
+			sc.TraceState().String() != m.Headers["tracestate"] {
+			t.Errorf("%s: SDK reader: trace context %v/%v/%q, want the one of traceparent %q, tracestate %q",
+				e.ID, sc.TraceID(), sc.SpanID(), sc.TraceState().String(), tp, m.Headers["tracestate"])
+		}
+	}
+}
+
 // checkExactlyOnce checks that every message in want was received exactly
 // once and nothing else was; it returns the received messages per key in
 // arrival order.
@@ -189,7 +239,24 @@ func testEnvelope(t *testing.T, h Harness) {
 	odd.Headers["x-note"] = "a value with spaces, \"quotes\" and 100% ünïcödé"
 	odd.Event.OccurredAt = time.Date(2024, 2, 29, 23, 59, 59, 123456789, time.FixedZone("CET", 3600))
 
-	msgs := []*relay.Message{full, bare, odd}
+	// Not JSON: binary protobuf with NUL bytes, a full trace context and
+	// user headers beyond ASCII.
+	proto := NewMessage(dest, "env-4", 0)
+	proto.Event.AggregateType = "invoice"
+	proto.Event.EventType = "invoice.issued"
+	proto.Event.ContentType = "application/protobuf"
+	proto.Event.Payload = []byte{0x0a, 0x00, 0x12, 0x03, 'a', 0x00, 'b', 0xff, 0x00, 0x80}
+	proto.Event.SchemaVersion = "3.1"
+	proto.Event.TenantID = "mandant-ü"
+	proto.Headers = map[string]string{
+		"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b9c7c989f97918e1-01",
+		"tracestate":  "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+		"x-kunde":     "Müller ✓ 東京",
+		"baggage":     "userId=alice,serverNode=DF%2028",
+	}
+	proto.Event.Headers = proto.Headers
+
+	msgs := []*relay.Message{full, bare, odd, proto}
 	Publish(t, s, msgs)
 	got := consume(t, h, dest, len(msgs))
 	want := index(msgs)
@@ -197,6 +264,9 @@ func testEnvelope(t *testing.T, h Harness) {
 	for _, r := range got {
 		if m, ok := want[r.ID]; ok {
 			CheckMessage(t, r, m)
+			if h.SDKReader {
+				CheckInbox(t, r, m)
+			}
 		}
 	}
 }
