@@ -83,7 +83,7 @@ func printVersion(c *cobra.Command, v versionInfo) error {
 	fmt.Fprintf(tw, "outbox\t%s\n", v.Version)
 	switch {
 	case v.Commit == "":
-		fmt.Fprintf(tw, "commit\tunknown (not built from a git checkout)\n")
+		fmt.Fprintf(tw, "commit\tunknown (built outside a git checkout, from a module download, or with -buildvcs=false)\n")
 	case v.Modified:
 		fmt.Fprintf(tw, "commit\t%s, with uncommitted changes\n", v.Commit)
 	default:
