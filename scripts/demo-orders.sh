@@ -2,7 +2,7 @@
 # demo-orders.sh: the example orders service end to end (`make demo-orders`).
 #
 #   orders service (examples/orders)      POST /orders ... : order row + event, one transaction
-#     -> outbox relay, nats sink          logical replication -> JetStream stream ORDERS_DEMO
+#     -> outbox relay, nats sink          logical replication -> JetStream stream ORDERS_DEMO_<run>
 #     -> orders-consumer                  applies each event exactly once (sdk/inbox)
 #        (examples/orders-consumer)       then reads the stream again: everything is skipped
 #
@@ -11,7 +11,9 @@
 # installed, starts a private one on a free port and stops it at the end). It
 # ends by itself in well under a minute and leaves nothing running but the
 # throwaway cluster (`make services-down` stops it); the stream and the slot
-# it created are removed. DATABASE_URL, when set, is used instead.
+# it created are removed. The stream's name and subjects are this run's own, so
+# two checkouts sharing a NATS server do not disturb each other. DATABASE_URL,
+# when set, is used instead.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -21,7 +23,9 @@ app_schema=shop      # the service's orders table
 consumer_schema=orders_consumer
 slot=orders_demo_relay
 publication=orders_demo_events
-stream=ORDERS_DEMO
+run="$(date +%H%M%S)_$$"
+stream="ORDERS_DEMO_$run"   # this run's own stream and subjects
+subjects="demo.$run.orders"
 
 if [ -z "${DATABASE_URL:-}" ]; then
 	scripts/services.sh pg
@@ -47,8 +51,10 @@ cleanup() {
 		kill -TERM "$nats_pid" 2>/dev/null
 		wait "$nats_pid" 2>/dev/null
 	fi
-	# an idle slot would keep WAL; the next run creates it again
-	psql "$DATABASE_URL" -qAtc "SELECT pg_drop_replication_slot('$slot') FROM pg_replication_slots WHERE slot_name = '$slot' AND NOT active" >/dev/null 2>&1
+	# No idle slot left behind (it would keep WAL), and no record of it either:
+	# the relay would take the next run's new slot for a lost one.
+	psql "$DATABASE_URL" -qAtX -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$slot' AND NOT active" \
+		-c "DELETE FROM $schema.relay_state WHERE slot = '$slot' AND NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = '$slot')" >/dev/null 2>&1
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -79,10 +85,10 @@ go build -o bin/outbox ./cmd/outbox
 go build -o bin/orders ./examples/orders
 go build -o bin/orders-consumer ./examples/orders-consumer
 
-# a fresh start for what the demo owns: its stream and the consumer's tables
-bin/orders-consumer --stream "$stream" --delete-stream
+# a fresh start for the consumer's tables (the stream is new)
 psql "$DATABASE_URL" -qc "DROP SCHEMA IF EXISTS $consumer_schema CASCADE" 2>/dev/null
 
+started="$(psql "$DATABASE_URL" -qAtX -c "SELECT now()")" # this run's events are the ones created after
 echo "== outbox migrate up --schema $schema            (the service's outbox)"
 bin/outbox migrate up --schema "$schema" --publication "$publication"
 echo "== outbox migrate inbox up --schema $consumer_schema (the consumer's inbox)"
@@ -107,12 +113,12 @@ routes:
   - name: orders
     match: "order.*"
     sink: bus
-    destination: "demo.orders.{{.EventType}}"
+    destination: "$subjects.{{.EventType}}"
 default_route:
   drop: true
 YAML
 
-echo "== outbox relay: $schema.events -> NATS stream $stream (subjects demo.orders.order.*)"
+echo "== outbox relay: $schema.events -> NATS stream $stream (subjects $subjects.order.*)"
 bin/outbox relay --config "$tmp/relay.yaml" --log-level warn > >(sed -u 's/^/   relay: /') 2>&1 &
 relay_pid=$!
 pids+=("$relay_pid")
@@ -155,12 +161,13 @@ if ! kill -0 "$relay_pid" 2>/dev/null; then
 	exit 1
 fi
 echo "== orders-consumer: applies each event once, then reads the stream again"
-bin/orders-consumer --stream "$stream" --subject 'demo.orders.>' --schema "$consumer_schema" --idle 1500ms --replay
+bin/orders-consumer --stream "$stream" --subject "$subjects.>" --schema "$consumer_schema" --idle 1500ms --replay
 
 echo "== stopping the service and the relay (SIGTERM: the relay finishes in-flight events, confirms its position)"
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 pids=()
-delivered="$(psql "$DATABASE_URL" -qAtc "SELECT count(*) FROM $schema.events WHERE delivered_at IS NOT NULL")"
-pending="$(psql "$DATABASE_URL" -qAtc "SELECT count(*) FROM $schema.events WHERE delivered_at IS NULL")"
-echo "== done: $delivered events delivered, $pending undelivered in $schema.events"
+mine="FROM $schema.events WHERE created_at >= '$started'"
+written="$(psql "$DATABASE_URL" -qAtX -c "SELECT count(*) $mine")"
+delivered="$(psql "$DATABASE_URL" -qAtX -c "SELECT count(*) $mine AND delivered_at IS NOT NULL")"
+echo "== done: this run wrote $written events: $delivered delivered, $((written - delivered)) undelivered"

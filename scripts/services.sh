@@ -8,13 +8,14 @@
 #   scripts/services.sh down   stop the throwaway cluster
 #
 # DATABASE_URL or OUTBOX_TEST_DATABASE_URL, when set, is used as it is and no cluster
-# is started. The cluster lives in .services/pg (git-ignored), listens on 127.0.0.1
-# and OUTBOX_PG_PORT (default 54329), and trusts local connections: it is for tests
-# and demos only.
+# is started. The cluster lives in .services/pg (git-ignored; OUTBOX_SERVICES_DIR
+# moves .services elsewhere), listens on 127.0.0.1 and OUTBOX_PG_PORT (default the
+# first free port from 54329), and trusts local connections: it is for tests and
+# demos only.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-svc_dir="$root/.services"
+svc_dir="${OUTBOX_SERVICES_DIR:-$root/.services}"
 pg_dir="$svc_dir/pg"
 # The cluster's port: OUTBOX_PG_PORT, else the one recorded when the cluster
 # was made, else the first free one from 54329 (another checkout's cluster may
@@ -127,8 +128,11 @@ CONF
 		return
 	fi
 	log "starting PostgreSQL on 127.0.0.1:$pg_port"
-	local tries=0 seen
-	seen="$(wc -l <"$pg_dir/server.log" 2>/dev/null || echo 0)"
+	local tries=0 seen=0
+	# the log does not exist before the cluster's first start
+	if [ -f "$pg_dir/server.log" ]; then
+		seen="$(wc -l <"$pg_dir/server.log")"
+	fi
 	until as_pg "$bin/pg_ctl" -D "$pg_dir" -l "$pg_dir/server.log" -w -t 60 start >/dev/null; do
 		tries=$((tries + 1))
 		# The port was free when picked, but 54329 and up lie in Linux's
@@ -178,36 +182,58 @@ wait_port() {
 
 # brokers_up finds NATS, RabbitMQ and Redis on their usual ports and starts the
 # installed servers when they are not running. URLs given in OUTBOX_TEST_* win.
+# When one is neither running nor installed (or does not start), it says which
+# and how to get it, and fails: the tests need all three.
 brokers_up() {
-	if [ -z "${OUTBOX_TEST_NATS_URL:-}" ] && ! port_open 127.0.0.1 4222; then
-		if command -v nats-server >/dev/null 2>&1; then
-			log "starting nats-server with JetStream on 127.0.0.1:4222"
-			mkdir -p "$svc_dir/nats"
-			nohup nats-server -a 127.0.0.1 -p 4222 -js -sd "$svc_dir/nats" >"$svc_dir/nats.log" 2>&1 &
-			wait_port 127.0.0.1 4222 || log "nats-server did not start; see $svc_dir/nats.log"
-		else
-			log "NATS is not running on 127.0.0.1:4222 and nats-server is not installed (apt-get install nats-server)"
+	local missing=() pkgs=()
+	# need NAME ENV PORT PACKAGE: true when NAME must be started here. When ENV
+	# is set, its server must answer; else something on 127.0.0.1:PORT, else
+	# PACKAGE must be installed. What is missing is added to $missing.
+	need() {
+		if [ -n "${!2:-}" ]; then
+			local hp="${!2#*://}"
+			hp="${hp##*@}"
+			hp="${hp%%[/?,]*}"
+			case "$hp" in *:*) ;; *) hp="$hp:$3" ;; esac
+			port_open "${hp%:*}" "${hp##*:}" || missing+=("$1: nothing answers at $hp ($2)")
+			return 1
 		fi
-	fi
-	if [ -z "${OUTBOX_TEST_REDIS_URL:-}" ] && ! port_open 127.0.0.1 6379; then
-		if command -v redis-server >/dev/null 2>&1; then
-			log "starting redis-server on 127.0.0.1:6379"
-			redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-				--dir /tmp --logfile "$svc_dir/redis.log" >/dev/null
-			wait_port 127.0.0.1 6379 || log "redis-server did not start"
-		else
-			log "Redis is not running on 127.0.0.1:6379 and redis-server is not installed (apt-get install redis-server)"
+		port_open 127.0.0.1 "$3" && return 1
+		if ! command -v "$4" >/dev/null 2>&1; then
+			missing+=("$1: nothing answers on 127.0.0.1:$3 and $4 is not installed")
+			pkgs+=("$4")
+			return 1
 		fi
+	}
+	if need NATS OUTBOX_TEST_NATS_URL 4222 nats-server; then
+		log "starting nats-server with JetStream on 127.0.0.1:4222"
+		mkdir -p "$svc_dir/nats"
+		nohup nats-server -a 127.0.0.1 -p 4222 -js -sd "$svc_dir/nats" >"$svc_dir/nats.log" 2>&1 &
+		wait_port 127.0.0.1 4222 || missing+=("NATS: nats-server did not start (see $svc_dir/nats.log)")
 	fi
-	if [ -z "${OUTBOX_TEST_AMQP_URL:-}" ] && ! port_open 127.0.0.1 5672; then
-		if command -v rabbitmq-server >/dev/null 2>&1; then
-			log "starting rabbitmq-server on 127.0.0.1:5672"
-			rabbitmq-server -detached >/dev/null 2>&1 || true
-			wait_port 127.0.0.1 5672 || log "rabbitmq-server did not start"
-		else
-			log "RabbitMQ is not running on 127.0.0.1:5672 and rabbitmq-server is not installed (apt-get install rabbitmq-server)"
-		fi
+	if need Redis OUTBOX_TEST_REDIS_URL 6379 redis-server; then
+		log "starting redis-server on 127.0.0.1:6379"
+		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+			--dir /tmp --logfile "$svc_dir/redis.log" >/dev/null
+		wait_port 127.0.0.1 6379 || missing+=("Redis: redis-server did not start (see $svc_dir/redis.log)")
 	fi
+	if need RabbitMQ OUTBOX_TEST_AMQP_URL 5672 rabbitmq-server; then
+		log "starting rabbitmq-server on 127.0.0.1:5672"
+		rabbitmq-server -detached >/dev/null 2>&1 || true
+		wait_port 127.0.0.1 5672 || missing+=("RabbitMQ: rabbitmq-server did not start (see /var/log/rabbitmq/)")
+	fi
+	[ "${#missing[@]}" = 0 ] && return 0
+	log "the tests need NATS (JetStream), RabbitMQ and Redis; missing:"
+	local m
+	for m in "${missing[@]}"; do
+		log "  - $m"
+	done
+	if [ "${#pkgs[@]}" -gt 0 ]; then
+		log "install: apt-get install ${pkgs[*]}   (Debian, Ubuntu)"
+	fi
+	log "or start them with Docker: docker compose up -d nats rabbitmq redis   (compose.yaml)"
+	log "or point the tests at running ones: OUTBOX_TEST_NATS_URL, OUTBOX_TEST_AMQP_URL, OUTBOX_TEST_REDIS_URL"
+	exit 1
 }
 
 print_env() {
@@ -221,7 +247,13 @@ case "${1:-}" in
 up) pg_up; brokers_up ;;
 pg) pg_up ;;
 env) print_env ;;
-url) echo "${DATABASE_URL:-$(pg_url)}" ;;
+url)
+	if [ -z "${DATABASE_URL:-}" ] && [ ! -f "$pg_dir/PG_VERSION" ]; then
+		log "there is no throwaway cluster in $pg_dir yet: make demo (or scripts/services.sh pg) creates it"
+		exit 1
+	fi
+	echo "${DATABASE_URL:-$(pg_url)}"
+	;;
 down) pg_down ;;
 *) echo "usage: $0 up|pg|env|url|down" >&2; exit 2 ;;
 esac

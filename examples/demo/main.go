@@ -22,6 +22,7 @@ func main() {
 	schema := flag.String("schema", "demo", "outbox schema")
 	orders := flag.Int("orders", 5, "orders to place")
 	every := flag.Duration("every", 700*time.Millisecond, "pause between orders")
+	run := flag.String("run", time.Now().Format("150405"), "this run's name: the orders are ord-RUN-1, ord-RUN-2, ...")
 	flag.Parse()
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
@@ -36,9 +37,8 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	run := time.Now().Format("150405")
 	for i := 1; i <= *orders; i++ {
-		id := fmt.Sprintf("ord-%s-%d", run, i)
+		id := fmt.Sprintf("ord-%s-%d", *run, i)
 		rollback := i == 3 // one business transaction fails: its events must never appear
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			total := 40 * i
@@ -66,6 +66,8 @@ func main() {
 		} else {
 			fmt.Fprintf(os.Stderr, "demo: order %s committed with 2 events\n", id)
 		}
-		time.Sleep(*every)
+		if i < *orders {
+			time.Sleep(*every)
+		}
 	}
 }

@@ -102,7 +102,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "outbox",
 		Short:         "Transactional outbox relay for PostgreSQL",
-		Long:          "outbox relays events written to a PostgreSQL outbox table, through logical replication, to Kafka, NATS JetStream, RabbitMQ or Redis Streams.",
+		Long:          "outbox relays events written to a PostgreSQL outbox table, through logical replication, to Kafka, NATS JetStream, RabbitMQ, Redis Streams or stdout.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       Version,
@@ -112,7 +112,7 @@ func (a *app) rootCmd() *cobra.Command {
 	})
 	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "", "log format: json or text (default from the config, else json)")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "", "log level: debug, info, warn, error (default from the config, else info)")
-	root.AddCommand(a.migrateCmd(), a.relayCmd(), a.configCmd(), a.dlqCmd(), a.statusCmd(), a.pruneCmd(), a.eventsCmd())
+	root.AddCommand(a.migrateCmd(), a.relayCmd(), a.configCmd(), a.dlqCmd(), a.statusCmd(), a.pruneCmd(), a.eventsCmd(), a.versionCmd())
 	requireSubcommand(root)
 	return root
 }

@@ -24,7 +24,14 @@ type dbFlags struct {
 func (f *dbFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.url, "database-url", "", "PostgreSQL connection string (default $DATABASE_URL, then the PG* variables)")
 	c.Flags().StringVar(&f.schema, "schema", "outbox", "schema that holds the outbox tables")
-	c.Flags().StringVar(&f.publication, "publication", "outbox_events", "publication over the events table")
+}
+
+// addPublication adds --publication to the commands that use it (not to
+// `migrate inbox`, which inherits the other flags).
+func (f *dbFlags) addPublication(cmds ...*cobra.Command) {
+	for _, c := range cmds {
+		c.Flags().StringVar(&f.publication, "publication", "outbox_events", "publication over the events table")
+	}
 }
 
 // openDB opens a database/sql handle through pgx and checks the connection.
@@ -185,6 +192,7 @@ func (a *app) migrateCmd() *cobra.Command {
 		},
 	}
 	sqlCmd.Flags().BoolVar(&sqlDown, "down", false, "print the down migrations instead")
+	f.addPublication(up, down, status, sqlCmd)
 	cmd.AddCommand(up, down, status, sqlCmd, a.migrateInboxCmd())
 	return cmd
 }
