@@ -109,6 +109,7 @@ func New(cfg *Config, sinks map[string]Sink, opts *Options) (*Relay, error) {
 		r.drain = 30 * time.Second
 	}
 	r.metrics = NewMetrics(opts.Registerer)
+	router.observe(r.metrics, r.logger)
 	r.tracing = newTracing(opts.TracerProvider, opts.Propagator, cfg)
 	return r, nil
 }

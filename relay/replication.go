@@ -598,13 +598,11 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 	s.r.metrics.eventRead()
 	s.routes = s.r.router.Match(s.routes[:0], ev)
 	if len(s.routes) == 0 {
-		if added {
-			txn.Done()
-		}
+		// Unrouted: an item without deliveries, marked like a delivered
+		// one and holding the position until it is (see dispatcher.accept).
 		s.r.metrics.eventDropped()
-		s.logger.Info("event matched no route and was dropped (default_route: {drop: true})",
+		s.logger.Debug("event matched no route; dropped, its row is marked as handled",
 			"event_id", ev.ID.String(), "event_type", ev.EventType, "aggregate_type", ev.AggregateType)
-		return nil
 	}
 	it := newItem(ev, txn, len(s.routes))
 	for _, rt := range s.routes {
