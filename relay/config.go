@@ -173,7 +173,8 @@ func (s *SinkConfig) Decode(v any) error {
 
 // RouteConfig is one entry of `routes`.
 type RouteConfig struct {
-	// Name identifies the route in metrics, logs and dead letters. Required, unique.
+	// Name identifies the route in metrics, logs and dead letters. Required,
+	// unique, and not "default" (the name of default_route).
 	Name string `yaml:"name"`
 	// Match is the event type: exact ("order.created") or a glob ("order.*").
 	Match string `yaml:"match"`
@@ -693,6 +694,8 @@ func (c *Config) Validate(sinkTypes []string) error {
 		field := fmt.Sprintf("routes[%d]", i)
 		if r.Name == "" {
 			add(r.Line, field, "a route needs a name")
+		} else if r.Name == DefaultRouteName {
+			add(r.Line, field, "the route name %q is reserved for default_route (it names default_route in metrics, logs, dead letters and replays); pick another name", r.Name)
 		} else if prev, dup := routeNames[r.Name]; dup {
 			add(r.Line, field, "duplicate route name %q (first used on line %d)", r.Name, prev)
 		} else {

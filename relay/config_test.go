@@ -65,6 +65,8 @@ func TestConfigErrors(t *testing.T) {
 		"on_delivered":   {"database: {url: x}\ndelivery: {on_delivered: keep}\ndefault_route: {drop: true}\n", "must be mark or delete"},
 		"read_linger":    {"database: {url: x}\ndelivery: {read_linger: 1s}\ndefault_route: {drop: true}\n", "delivery.read_linger: must be at most 100ms"},
 		"no url":         {"database: {schema: x}\ndefault_route: {drop: true}\n", "database.url: required"},
+		"route named default": {base + "  - {name: a, match: x, sink: bus, destination: d}\n  - {name: default, match: y, sink: bus, destination: d}\n",
+			`t.yaml:6: routes[1]: the route name "default" is reserved for default_route`},
 		"retry order":    {base + "  - {name: a, match: x, sink: bus, destination: d, retry: {initial_interval: 1m, max_interval: 1s}}\n", "shorter than initial_interval"},
 	}
 	for name, tc := range cases {
