@@ -323,8 +323,10 @@ func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
-// expandEnv replaces ${NAME} and ${NAME:-default}. An unset variable without a
-// default is an error naming the line, so a missing secret is caught at start-up.
+// expandEnv replaces ${NAME} and ${NAME:-default} (the default also when NAME
+// is empty, as in the shell). An unset or empty variable without a default is
+// an error naming the line and saying which, so a missing secret is caught at
+// start-up.
 func expandEnv(src []byte, file string) ([]byte, error) {
 	var errs []error
 	lines := bytes.SplitAfter(src, []byte("\n"))
@@ -335,13 +337,18 @@ func expandEnv(src []byte, file string) ([]byte, error) {
 		lines[i] = envRef.ReplaceAllFunc(line, func(m []byte) []byte {
 			sub := envRef.FindSubmatch(m)
 			name := string(sub[1])
-			if v, ok := os.LookupEnv(name); ok && v != "" {
+			v, set := os.LookupEnv(name)
+			if v != "" {
 				return []byte(v)
 			}
 			if len(sub[2]) > 0 {
 				return sub[3]
 			}
-			errs = append(errs, &ConfigError{File: file, Line: i + 1, Msg: fmt.Sprintf("environment variable %s is not set (set it, or write ${%s:-default})", name, name)})
+			msg := fmt.Sprintf("environment variable %s is not set (set it, or write ${%s:-default})", name, name)
+			if set {
+				msg = fmt.Sprintf("environment variable %s is set but empty (give it a value, or write ${%s:-default})", name, name)
+			}
+			errs = append(errs, &ConfigError{File: file, Line: i + 1, Msg: msg})
 			return nil
 		})
 	}

@@ -110,3 +110,27 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestEnvExpansion: an unset variable and a variable set to "" are errors
+// that say which, naming the line; ${NAME:-default} covers both.
+func TestEnvExpansion(t *testing.T) {
+	t.Setenv("OUTBOX_TEST_EMPTY_VAR", "")
+	t.Setenv("OUTBOX_TEST_SET_VAR", "postgres://x")
+	for src, want := range map[string]string{
+		"database:\n  url: ${OUTBOX_TEST_EMPTY_VAR}\n":                 "t.yaml:2: environment variable OUTBOX_TEST_EMPTY_VAR is set but empty",
+		"database:\n  url: ${OUTBOX_TEST_SURELY_UNSET_VAR}\n":          "t.yaml:2: environment variable OUTBOX_TEST_SURELY_UNSET_VAR is not set",
+		"database:\n  url: ${OUTBOX_TEST_EMPTY_VAR:-fallback}\n":       "",
+		"database:\n  url: ${OUTBOX_TEST_SURELY_UNSET_VAR:-fallback}\n": "",
+		"database:\n  url: ${OUTBOX_TEST_SET_VAR}\n":                   "",
+	} {
+		cfg, err := ParseConfig([]byte(src+"default_route: {drop: true}\n"), "t.yaml")
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%q: %v", src, err)
+		case want == "" && cfg.Database.URL != "fallback" && cfg.Database.URL != "postgres://x":
+			t.Errorf("%q: url %q", src, cfg.Database.URL)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%q: error %v, want %q", src, err, want)
+		}
+	}
+}
