@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"reflect"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
@@ -625,6 +627,11 @@ func (c *Config) Validate(sinkTypes []string) error {
 	}
 	if c.Database.URL == "" {
 		add(0, "database.url", "required: the PostgreSQL connection string (usually url: ${DATABASE_URL})")
+	} else if err := checkDatabaseURL(c.Database.URL); err != nil {
+		add(0, "database.url", "%v", err)
+	}
+	if err := checkListen(c.Admin.Listen); err != nil {
+		add(0, "admin.listen", "%v", err)
 	}
 	for _, f := range []struct{ name, v string }{{"database.schema", c.Database.Schema}, {"database.slot", c.Database.Slot}, {"database.publication", c.Database.Publication}} {
 		if err := pgident.Validate(f.name, f.v); err != nil {
@@ -745,4 +752,35 @@ func (c *Config) Validate(sinkTypes []string) error {
 		add(0, "routes", "no routes and no default_route: every event would be dropped; add a route or default_route: {drop: true}")
 	}
 	return errors.Join(errs...)
+}
+
+// checkDatabaseURL parses a connection string as the relay's connections do
+// (pgxpool's parser accepts what pgx and pgconn accept, and the pool keys);
+// the error hides the password.
+func checkDatabaseURL(dsn string) error {
+	if _, err := pgxpool.ParseConfig(dsn); err != nil {
+		return fmt.Errorf("%w (write it like postgres://USER:PASSWORD@HOST:5432/DB?sslmode=require; percent-encode reserved characters in the password)", redactErr(err, dsn))
+	}
+	return nil
+}
+
+// checkListen checks an address the admin server can listen on: "off",
+// host:port or :port, the port a number from 0 to 65535 (or a service name).
+// Whether the port is free is known only when the relay listens.
+func checkListen(addr string) error {
+	if addr == "off" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil && port != "" {
+		_, err = net.LookupPort("tcp", port)
+	}
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			err = errors.New(ae.Err)
+		}
+		return fmt.Errorf("%q is not an address to listen on: %v (write it like 127.0.0.1:9187 or :9187, with a port up to 65535, or \"off\")", addr, err)
+	}
+	return nil
 }

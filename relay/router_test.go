@@ -38,7 +38,7 @@ func names(rs []*Route) string {
 
 func TestRouterPrecedenceAndFanOut(t *testing.T) {
 	r := routerFor(t, `
-database: {url: x}
+database: {url: 'postgres://h/db'}
 sinks: [{name: s, type: stdout}]
 routes:
   - {name: any-order, match: "order.*", sink: s, destination: "a"}
@@ -70,7 +70,7 @@ default_route: {sink: s, destination: "events.{{.AggregateType}}"}
 }
 
 func TestRouterDrop(t *testing.T) {
-	r := routerFor(t, "database: {url: x}\nsinks: [{name: s, type: stdout}]\nroutes: [{name: a, match: a, sink: s, destination: d}]\ndefault_route: {drop: true}\n")
+	r := routerFor(t, "database: {url: 'postgres://h/db'}\nsinks: [{name: s, type: stdout}]\nroutes: [{name: a, match: a, sink: s, destination: d}]\ndefault_route: {drop: true}\n")
 	if got := r.Match(nil, &Event{EventType: "b"}); len(got) != 0 {
 		t.Errorf("unmatched event routed to %s", names(got))
 	}
@@ -120,7 +120,7 @@ func FuzzDestination(f *testing.F) {
 
 func BenchmarkRoute(b *testing.B) {
 	r := routerFor(b, `
-database: {url: x}
+database: {url: 'postgres://h/db'}
 sinks: [{name: s, type: stdout}]
 routes:
   - {name: created, match: "order.created", sink: s, destination: "orders.{{.EventType}}"}
@@ -173,7 +173,7 @@ func attr(r slog.Record, key string) string {
 // the last error.
 func TestFilterErrorsCountedAndLoggedOncePerInterval(t *testing.T) {
 	r := routerFor(t, `
-database: {url: x}
+database: {url: 'postgres://h/db'}
 sinks: [{name: s, type: stdout}]
 routes:
   - {name: big, match: "payment.*", sink: s, destination: "d", filter: "payload.total > 100"}
