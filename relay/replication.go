@@ -318,6 +318,7 @@ func (s *session) lead(ctx context.Context) error {
 		if !logged {
 			s.logger.Info("relay is standby: another relay holds the outbox", "slot", db.Slot, "schema", db.Schema)
 			logged = true
+			s.r.recovered()
 		}
 		s.r.metrics.setActive(false)
 		select {
@@ -708,6 +709,7 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 		return fmt.Errorf("start replication: %w", err)
 	}
 	s.r.streaming.Store(true)
+	s.r.recovered()
 	s.logger.Info("streaming started", "slot", db.Slot, "publication", db.Publication, "from", start.String())
 	s.rels = map[uint32]*relationMap{}
 	s.serverAt = start
