@@ -50,21 +50,21 @@ func TestBadConfigExitsTwoNamingTheLine(t *testing.T) {
 		want       []string
 	}{
 		{"malformed yaml", "database:\n  url: x\nsinks: [\n", []string{"relay.yaml:3", "did not find expected node content"}},
-		{"unknown key", "database:\n  url: x\n  slto: s\n" + goodTail, []string{"relay.yaml:3", `unknown key "slto"`, `did you mean "slot"`}},
-		{"unknown sink in route", "database:\n  url: x\n" + strings.Replace(goodTail, "sink: bus", "sink: bsu", 1),
+		{"unknown key", "database:\n  url: postgres://h/db\n  slto: s\n" + goodTail, []string{"relay.yaml:3", `unknown key "slto"`, `did you mean "slot"`}},
+		{"unknown sink in route", "database:\n  url: postgres://h/db\n" + strings.Replace(goodTail, "sink: bus", "sink: bsu", 1),
 			[]string{"relay.yaml:9", `unknown sink "bsu"`, `did you mean "bus"`}},
-		{"bad glob", "database:\n  url: x\n" + strings.Replace(goodTail, `"order.*"`, `"order.[*"`, 1),
+		{"bad glob", "database:\n  url: postgres://h/db\n" + strings.Replace(goodTail, `"order.*"`, `"order.[*"`, 1),
 			[]string{"relay.yaml:9", "bad glob", "order.[*"}},
-		{"bad template", "database:\n  url: x\n" + strings.Replace(goodTail, "{{.EventType}}", "{{.EvenType}}", 1),
+		{"bad template", "database:\n  url: postgres://h/db\n" + strings.Replace(goodTail, "{{.EventType}}", "{{.EvenType}}", 1),
 			[]string{"relay.yaml:9", "unknown field .EvenType", "did you mean .EventType"}},
-		{"unknown sink type", "database:\n  url: x\n" + strings.Replace(goodTail, "type: nats", "type: natz", 1),
+		{"unknown sink type", "database:\n  url: postgres://h/db\n" + strings.Replace(goodTail, "type: nats", "type: natz", 1),
 			[]string{"relay.yaml:5", `unknown sink type "natz"`, `did you mean "nats"`}},
 		{"missing env", "database:\n  url: ${OUTBOX_E2E_SURELY_UNSET}\n" + goodTail, []string{"relay.yaml:2", "OUTBOX_E2E_SURELY_UNSET is not set"}},
-		{"bad CEL filter", "database:\n  url: x\n" + strings.Replace(goodTail, `    sink: bus`, "    filter: 'payload.total >'\n    sink: bus", 1),
+		{"bad CEL filter", "database:\n  url: postgres://h/db\n" + strings.Replace(goodTail, `    sink: bus`, "    filter: 'payload.total >'\n    sink: bus", 1),
 			[]string{"relay.yaml:9", "routes[0].filter: bad CEL filter"}},
-		{"duplicate route", "database:\n  url: x\n" + goodTail + "  - name: orders\n    match: x\n    sink: bus\n    destination: y\n",
+		{"duplicate route", "database:\n  url: postgres://h/db\n" + goodTail + "  - name: orders\n    match: x\n    sink: bus\n    destination: y\n",
 			[]string{"relay.yaml:13", `duplicate route name "orders" (first used on line 9)`}},
-		{"bad duration", "database:\n  url: x\n" + goodTail + "    retry: {initial_interval: soon}\n", []string{"relay.yaml:13", `bad duration "soon"`}},
+		{"bad duration", "database:\n  url: postgres://h/db\n" + goodTail + "    retry: {initial_interval: soon}\n", []string{"relay.yaml:13", `bad duration "soon"`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

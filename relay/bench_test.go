@@ -16,7 +16,7 @@ import (
 // event. See docs/performance.md; `make bench` measures the whole thing.
 
 const benchConfig = `
-database: {url: x}
+database: {url: 'postgres://h/db'}
 sinks: [{name: s, type: stdout}]
 routes:
   - {name: orders, match: "order.*", sink: s, destination: "orders.{{.EventType}}"}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"reflect"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
@@ -173,7 +175,8 @@ func (s *SinkConfig) Decode(v any) error {
 
 // RouteConfig is one entry of `routes`.
 type RouteConfig struct {
-	// Name identifies the route in metrics, logs and dead letters. Required, unique.
+	// Name identifies the route in metrics, logs and dead letters. Required,
+	// unique, and not "default" (the name of default_route).
 	Name string `yaml:"name"`
 	// Match is the event type: exact ("order.created") or a glob ("order.*").
 	Match string `yaml:"match"`
@@ -322,8 +325,10 @@ func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
-// expandEnv replaces ${NAME} and ${NAME:-default}. An unset variable without a
-// default is an error naming the line, so a missing secret is caught at start-up.
+// expandEnv replaces ${NAME} and ${NAME:-default} (the default also when NAME
+// is empty, as in the shell). An unset or empty variable without a default is
+// an error naming the line and saying which, so a missing secret is caught at
+// start-up.
 func expandEnv(src []byte, file string) ([]byte, error) {
 	var errs []error
 	lines := bytes.SplitAfter(src, []byte("\n"))
@@ -334,13 +339,18 @@ func expandEnv(src []byte, file string) ([]byte, error) {
 		lines[i] = envRef.ReplaceAllFunc(line, func(m []byte) []byte {
 			sub := envRef.FindSubmatch(m)
 			name := string(sub[1])
-			if v, ok := os.LookupEnv(name); ok && v != "" {
+			v, set := os.LookupEnv(name)
+			if v != "" {
 				return []byte(v)
 			}
 			if len(sub[2]) > 0 {
 				return sub[3]
 			}
-			errs = append(errs, &ConfigError{File: file, Line: i + 1, Msg: fmt.Sprintf("environment variable %s is not set (set it, or write ${%s:-default})", name, name)})
+			msg := fmt.Sprintf("environment variable %s is not set (set it, or write ${%s:-default})", name, name)
+			if set {
+				msg = fmt.Sprintf("environment variable %s is set but empty (give it a value, or write ${%s:-default})", name, name)
+			}
+			errs = append(errs, &ConfigError{File: file, Line: i + 1, Msg: msg})
 			return nil
 		})
 	}
@@ -617,6 +627,11 @@ func (c *Config) Validate(sinkTypes []string) error {
 	}
 	if c.Database.URL == "" {
 		add(0, "database.url", "required: the PostgreSQL connection string (usually url: ${DATABASE_URL})")
+	} else if err := checkDatabaseURL(c.Database.URL); err != nil {
+		add(0, "database.url", "%v", err)
+	}
+	if err := checkListen(c.Admin.Listen); err != nil {
+		add(0, "admin.listen", "%v", err)
 	}
 	for _, f := range []struct{ name, v string }{{"database.schema", c.Database.Schema}, {"database.slot", c.Database.Slot}, {"database.publication", c.Database.Publication}} {
 		if err := pgident.Validate(f.name, f.v); err != nil {
@@ -693,6 +708,8 @@ func (c *Config) Validate(sinkTypes []string) error {
 		field := fmt.Sprintf("routes[%d]", i)
 		if r.Name == "" {
 			add(r.Line, field, "a route needs a name")
+		} else if r.Name == DefaultRouteName {
+			add(r.Line, field, "the route name %q is reserved for default_route (it names default_route in metrics, logs, dead letters and replays); pick another name", r.Name)
 		} else if prev, dup := routeNames[r.Name]; dup {
 			add(r.Line, field, "duplicate route name %q (first used on line %d)", r.Name, prev)
 		} else {
@@ -735,4 +752,35 @@ func (c *Config) Validate(sinkTypes []string) error {
 		add(0, "routes", "no routes and no default_route: every event would be dropped; add a route or default_route: {drop: true}")
 	}
 	return errors.Join(errs...)
+}
+
+// checkDatabaseURL parses a connection string as the relay's connections do
+// (pgxpool's parser accepts what pgx and pgconn accept, and the pool keys);
+// the error hides the password.
+func checkDatabaseURL(dsn string) error {
+	if _, err := pgxpool.ParseConfig(dsn); err != nil {
+		return fmt.Errorf("%w (write it like postgres://USER:PASSWORD@HOST:5432/DB?sslmode=require; percent-encode reserved characters in the password)", redactErr(err, dsn))
+	}
+	return nil
+}
+
+// checkListen checks an address the admin server can listen on: "off",
+// host:port or :port, the port a number from 0 to 65535 (or a service name).
+// Whether the port is free is known only when the relay listens.
+func checkListen(addr string) error {
+	if addr == "off" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil && port != "" {
+		_, err = net.LookupPort("tcp", port)
+	}
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			err = errors.New(ae.Err)
+		}
+		return fmt.Errorf("%q is not an address to listen on: %v (write it like 127.0.0.1:9187 or :9187, with a port up to 65535, or \"off\")", addr, err)
+	}
+	return nil
 }

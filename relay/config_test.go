@@ -32,7 +32,7 @@ func TestExampleConfig(t *testing.T) {
 }
 
 func TestReadLinger(t *testing.T) {
-	base := "database: {url: x}\ndefault_route: {drop: true}\n"
+	base := "database: {url: 'postgres://h/db'}\ndefault_route: {drop: true}\n"
 	for src, want := range map[string]time.Duration{
 		base:                                    time.Millisecond,
 		base + "delivery: {read_linger: 3ms}\n": 3 * time.Millisecond,
@@ -53,19 +53,25 @@ func TestReadLinger(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	base := "database: {url: x}\nsinks:\n  - {name: bus, type: nats}\nroutes:\n"
+	base := "database: {url: 'postgres://h/db'}\nsinks:\n  - {name: bus, type: nats}\nroutes:\n"
 	cases := map[string]struct{ src, want string }{
 		"duplicate route": {base + "  - {name: a, match: x, sink: bus, destination: d}\n  - {name: a, match: y, sink: bus, destination: d}\n",
 			`t.yaml:6: routes[1]: duplicate route name "a" (first used on line 5)`},
 		"bad CEL":        {base + "  - {name: a, match: x, sink: bus, destination: d, filter: 'payload.total >'}\n", `t.yaml:5: routes[0].filter: bad CEL filter`},
 		"CEL not bool":   {base + "  - {name: a, match: x, sink: bus, destination: d, filter: '1 + 2'}\n", `want bool`},
-		"no routes":      {"database: {url: x}\n", "no routes and no default_route"},
+		"no routes":      {"database: {url: 'postgres://h/db'}\n", "no routes and no default_route"},
 		"drop with sink": {base + "default_route: {drop: true, sink: bus}\n", "drop: true cannot be combined"},
-		"bad schema":     {"database: {url: x, schema: Bad-Name}\ndefault_route: {drop: true}\n", `database.schema "Bad-Name" may only contain`},
-		"on_delivered":   {"database: {url: x}\ndelivery: {on_delivered: keep}\ndefault_route: {drop: true}\n", "must be mark or delete"},
-		"read_linger":    {"database: {url: x}\ndelivery: {read_linger: 1s}\ndefault_route: {drop: true}\n", "delivery.read_linger: must be at most 100ms"},
+		"bad schema":     {"database: {url: 'postgres://h/db', schema: Bad-Name}\ndefault_route: {drop: true}\n", `database.schema "Bad-Name" may only contain`},
+		"on_delivered":   {"database: {url: 'postgres://h/db'}\ndelivery: {on_delivered: keep}\ndefault_route: {drop: true}\n", "must be mark or delete"},
+		"read_linger":    {"database: {url: 'postgres://h/db'}\ndelivery: {read_linger: 1s}\ndefault_route: {drop: true}\n", "delivery.read_linger: must be at most 100ms"},
 		"no url":         {"database: {schema: x}\ndefault_route: {drop: true}\n", "database.url: required"},
-		"retry order":    {base + "  - {name: a, match: x, sink: bus, destination: d, retry: {initial_interval: 1m, max_interval: 1s}}\n", "shorter than initial_interval"},
+		"route named default": {base + "  - {name: a, match: x, sink: bus, destination: d}\n  - {name: default, match: y, sink: bus, destination: d}\n",
+			`t.yaml:6: routes[1]: the route name "default" is reserved for default_route`},
+		"listen not an address": {"database: {url: 'postgres://h/db'}\nadmin: {listen: not an address}\ndefault_route: {drop: true}\n", `admin.listen: "not an address" is not an address to listen on: missing port in address`},
+		"listen port range":     {"database: {url: 'postgres://h/db'}\nadmin: {listen: ':99999'}\ndefault_route: {drop: true}\n", `admin.listen: ":99999" is not an address to listen on: invalid port`},
+		"url does not parse":    {"database: {url: 'postgres://u:pw@h:notaport/db'}\ndefault_route: {drop: true}\n", "database.url: cannot parse `postgres://u:xxxxx@h:notaport/db`: invalid port"},
+		"url keyword/value":     {"database: {url: 'host=h sslmode=sometimes'}\ndefault_route: {drop: true}\n", "database.url: cannot parse `host=h sslmode=sometimes`: failed to configure TLS"},
+		"retry order":           {base + "  - {name: a, match: x, sink: bus, destination: d, retry: {initial_interval: 1m, max_interval: 1s}}\n", "shorter than initial_interval"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -83,6 +89,20 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
+// TestListenAddresses: what admin.listen accepts is what net.Listen takes.
+func TestListenAddresses(t *testing.T) {
+	for _, ok := range []string{"off", "127.0.0.1:9187", ":9187", "[::1]:0", "localhost:65535", "0.0.0.0:http"} {
+		if err := checkListen(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "9187", "127.0.0.1:65536", "127.0.0.1:-1", "h:p:q", "[::1:9187"} {
+		if err := checkListen(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
 func TestSuggest(t *testing.T) {
 	for in, want := range map[string]string{"kafak": "kafka", "nast": "nats", "redsi": "redis", "zzzzzz": ""} {
 		if got := Suggest(in, testSinkTypes); got != want {
@@ -92,7 +112,7 @@ func TestSuggest(t *testing.T) {
 }
 
 func FuzzParseConfig(f *testing.F) {
-	f.Add([]byte("database: {url: x}\ndefault_route: {drop: true}\n"))
+	f.Add([]byte("database: {url: 'postgres://h/db'}\ndefault_route: {drop: true}\n"))
 	f.Add([]byte("sinks:\n  - {name: a, type: nats}\nroutes:\n  - {name: r, match: 'a.*', sink: a, destination: '{{.EventType}}'}\n"))
 	f.Add([]byte("database:\n  url: ${X:-y}\n  slot: [1,2]\n"))
 	f.Fuzz(func(t *testing.T, src []byte) {
@@ -107,4 +127,28 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("valid config but NewRouter failed: %v", err)
 		}
 	})
+}
+
+// TestEnvExpansion: an unset variable and a variable set to "" are errors
+// that say which, naming the line; ${NAME:-default} covers both.
+func TestEnvExpansion(t *testing.T) {
+	t.Setenv("OUTBOX_TEST_EMPTY_VAR", "")
+	t.Setenv("OUTBOX_TEST_SET_VAR", "postgres://x")
+	for src, want := range map[string]string{
+		"database:\n  url: ${OUTBOX_TEST_EMPTY_VAR}\n":                  "t.yaml:2: environment variable OUTBOX_TEST_EMPTY_VAR is set but empty",
+		"database:\n  url: ${OUTBOX_TEST_SURELY_UNSET_VAR}\n":           "t.yaml:2: environment variable OUTBOX_TEST_SURELY_UNSET_VAR is not set",
+		"database:\n  url: ${OUTBOX_TEST_EMPTY_VAR:-fallback}\n":        "",
+		"database:\n  url: ${OUTBOX_TEST_SURELY_UNSET_VAR:-fallback}\n": "",
+		"database:\n  url: ${OUTBOX_TEST_SET_VAR}\n":                    "",
+	} {
+		cfg, err := ParseConfig([]byte(src+"default_route: {drop: true}\n"), "t.yaml")
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%q: %v", src, err)
+		case want == "" && cfg.Database.URL != "fallback" && cfg.Database.URL != "postgres://x":
+			t.Errorf("%q: url %q", src, cfg.Database.URL)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%q: error %v, want %q", src, err, want)
+		}
+	}
 }

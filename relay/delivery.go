@@ -11,7 +11,8 @@ import (
 )
 
 // item is one event on its way through the pipeline: it is finished when every
-// route has delivered or dead-lettered it and its row has been marked.
+// route has delivered or dead-lettered it (at once when no route took it) and
+// its row has been marked.
 type item struct {
 	ev        *Event
 	key       string // ev.Key(), computed once
@@ -148,6 +149,13 @@ func (d *dispatcher) run(ctx context.Context) {
 }
 
 func (d *dispatcher) accept(it *item) {
+	if len(it.ds) == 0 {
+		// No route took the event (dropped as unrouted): it is finished,
+		// and goes on to be marked like a delivered one. It enters no
+		// key queue, so it neither waits for nor holds back any delivery.
+		d.finished = append(d.finished, it)
+		return
+	}
 	d.pending++
 	it.remaining = len(it.ds)
 	for _, dl := range it.ds {

@@ -15,6 +15,7 @@ type Metrics struct {
 	retriedC       *prometheus.CounterVec
 	deadLetteredC  *prometheus.CounterVec
 	dropped        prometheus.Counter
+	filterErrors   *prometheus.CounterVec
 	duration       *prometheus.HistogramVec
 	commitToAck    *prometheus.HistogramVec
 	inflight       prometheus.Gauge
@@ -74,7 +75,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		deadLetteredC: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_events_dead_lettered_total",
 			Help: "Events written to the dead-letter table, by route, sink and reason (permanent or exhausted)."}, []string{"route", "sink", "reason"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_events_unrouted_total",
-			Help: "Events no route matched, dropped by default_route: {drop: true}."}),
+			Help: "Events no route took (no default route, or default_route: {drop: true}); their rows are marked like delivered ones."}),
+		filterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_filter_errors_total",
+			Help: "Route filter evaluations that failed (a missing field, a type mismatch); the route did not take the event. By route."}, []string{"route"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "outbox_delivery_duration_seconds",
 			Help:    "Time a sink took to publish a batch and get the broker's acknowledgement, per message, by sink and result.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"sink", "result"}),
@@ -103,7 +106,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 when the sink's broker answered the relay's last check (every database.sample_interval, active relay only), else 0."}, []string{"sink"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.read, m.delivered, m.retriedC, m.deadLetteredC, m.dropped, m.duration, m.commitToAck,
+		reg.MustRegister(m.read, m.delivered, m.retriedC, m.deadLetteredC, m.dropped, m.filterErrors, m.duration, m.commitToAck,
 			m.inflight, m.lagBytes, m.confirmedLSN, m.active, m.slotsRecreated, m.backlog, m.backlogAge, m.slotLag, m.lagLevel, m.sinkUp)
 	}
 	return m
@@ -151,6 +154,19 @@ func (m *Metrics) eventRead() {
 func (m *Metrics) eventDropped() {
 	if m != nil {
 		m.dropped.Inc()
+	}
+}
+
+// filterRoute makes rt's filter error series exist (at 0) before its first error.
+func (m *Metrics) filterRoute(rt *Route) {
+	if m != nil {
+		m.filterErrors.WithLabelValues(rt.Name)
+	}
+}
+
+func (m *Metrics) filterError(rt *Route) {
+	if m != nil {
+		m.filterErrors.WithLabelValues(rt.Name).Inc()
 	}
 }
 

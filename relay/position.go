@@ -9,7 +9,8 @@ import (
 // Position decides how far the replication slot may be confirmed. It is the one
 // place that does: the slot's confirmed position only moves past a transaction
 // once every event of that transaction, and of every transaction before it, has
-// been delivered or dead-lettered on every route and its row marked. A
+// been delivered or dead-lettered on every route (or dropped as unrouted) and
+// its row marked. A
 // confirmed position is never re-sent by PostgreSQL, so confirming anything
 // earlier would lose events after a crash.
 //

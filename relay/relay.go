@@ -109,6 +109,7 @@ func New(cfg *Config, sinks map[string]Sink, opts *Options) (*Relay, error) {
 		r.drain = 30 * time.Second
 	}
 	r.metrics = NewMetrics(opts.Registerer)
+	router.observe(r.metrics, r.logger)
 	r.tracing = newTracing(opts.TracerProvider, opts.Propagator, cfg)
 	return r, nil
 }
@@ -155,13 +156,20 @@ func (r *Relay) setErr(err error) {
 	r.mu.Unlock()
 }
 
+// recovered forgets the error that ended an earlier session, once a new
+// session works (it streams, or it is a standby polling the lock): Health
+// reports what is wrong now, not what the relay has recovered from.
+func (r *Relay) recovered() { r.setErr(nil) }
+
 // Health is the relay's readiness, for /readyz.
 type Health struct {
 	Database  bool            `json:"database"`
 	Active    bool            `json:"active"`
 	Streaming bool            `json:"streaming"`
 	Sinks     map[string]bool `json:"sinks"`
-	Error     string          `json:"error,omitempty"`
+	// Error is the error that ended the last session, until a new session
+	// streams (or polls the lock as a standby).
+	Error string `json:"error,omitempty"`
 }
 
 // Health reports the relay's state. Sinks that implement

@@ -318,6 +318,7 @@ func (s *session) lead(ctx context.Context) error {
 		if !logged {
 			s.logger.Info("relay is standby: another relay holds the outbox", "slot", db.Slot, "schema", db.Schema)
 			logged = true
+			s.r.recovered()
 		}
 		s.r.metrics.setActive(false)
 		select {
@@ -598,13 +599,11 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 	s.r.metrics.eventRead()
 	s.routes = s.r.router.Match(s.routes[:0], ev)
 	if len(s.routes) == 0 {
-		if added {
-			txn.Done()
-		}
+		// Unrouted: an item without deliveries, marked like a delivered
+		// one and holding the position until it is (see dispatcher.accept).
 		s.r.metrics.eventDropped()
-		s.logger.Info("event matched no route and was dropped (default_route: {drop: true})",
+		s.logger.Debug("event matched no route; dropped, its row is marked as handled",
 			"event_id", ev.ID.String(), "event_type", ev.EventType, "aggregate_type", ev.AggregateType)
-		return nil
 	}
 	it := newItem(ev, txn, len(s.routes))
 	for _, rt := range s.routes {
@@ -710,6 +709,7 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 		return fmt.Errorf("start replication: %w", err)
 	}
 	s.r.streaming.Store(true)
+	s.r.recovered()
 	s.logger.Info("streaming started", "slot", db.Slot, "publication", db.Publication, "from", start.String())
 	s.rels = map[uint32]*relationMap{}
 	s.serverAt = start

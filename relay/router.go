@@ -12,6 +12,7 @@ import (
 	"sync"
 	"text/template"
 	"text/template/parse"
+	"time"
 
 	"cel.dev/cel-go/cel"
 )
@@ -28,20 +29,37 @@ type Route struct {
 	filter        *Filter
 	glob          bool
 	order         int
+	filterErrs    filterErrors
 }
+
+// filterErrors counts one route's filter evaluation errors between log lines.
+type filterErrors struct {
+	mu     sync.Mutex
+	logged time.Time // when the last line was written
+	count  int       // errors since then
+}
+
+// filterErrorLogEvery is the least time between two log lines about one
+// route's filter errors.
+const filterErrorLogEvery = time.Minute
 
 // Router picks the routes of an event: exact event-type matches first, then
 // globs (more specific first), then the default route. The first match wins
 // unless it says continue, in which case later matches are added too (fan-out).
 type Router struct {
-	exact   map[string][]*Route
-	globs   []*Route
-	def     *Route // nil when unmatched events are dropped
-	mu      sync.RWMutex
-	byType  map[string][]*Route // candidates per event type, cached
-	routes  []*Route
-	logger  *slog.Logger
-	dropped func(ev *Event)
+	exact  map[string][]*Route
+	globs  []*Route
+	def    *Route // nil when unmatched events are dropped
+	mu     sync.RWMutex
+	byType map[string][]*Route // candidates per event type, cached
+	routes []*Route
+
+	// Filter evaluation errors are counted in metrics and logged to logger
+	// (when set), at most once per logEvery per route.
+	metrics  *Metrics
+	logger   *slog.Logger
+	logEvery time.Duration
+	now      func() time.Time
 }
 
 // DefaultRouteName is the route name of the default route.
@@ -49,7 +67,7 @@ const DefaultRouteName = "default"
 
 // NewRouter compiles the routes of cfg. cfg must have passed Validate.
 func NewRouter(cfg *Config) (*Router, error) {
-	r := &Router{exact: map[string][]*Route{}, byType: map[string][]*Route{}}
+	r := &Router{exact: map[string][]*Route{}, byType: map[string][]*Route{}, logEvery: filterErrorLogEvery, now: time.Now}
 	for i, rc := range cfg.Routes {
 		dest, err := ParseDestination(rc.Destination)
 		if err != nil {
@@ -97,6 +115,41 @@ func NewRouter(cfg *Config) (*Router, error) {
 // Routes lists every route, the default route last.
 func (r *Router) Routes() []*Route { return r.routes }
 
+// observe makes the router count filter evaluation errors in m and log them
+// to logger.
+func (r *Router) observe(m *Metrics, logger *slog.Logger) {
+	r.metrics, r.logger = m, logger
+	for _, rt := range r.routes {
+		if rt.filter != nil {
+			m.filterRoute(rt)
+		}
+	}
+}
+
+// filterFailed records that rt's filter failed to evaluate for ev: the route
+// does not take the event. The log line, at most one per route per logEvery,
+// gives the errors since the previous line and the last one.
+func (r *Router) filterFailed(rt *Route, ev *Event, err error) {
+	r.metrics.filterError(rt)
+	if r.logger == nil {
+		return
+	}
+	fe := &rt.filterErrs
+	now := r.now()
+	fe.mu.Lock()
+	fe.count++
+	if !fe.logged.IsZero() && now.Sub(fe.logged) < r.logEvery {
+		fe.mu.Unlock()
+		return
+	}
+	n := fe.count
+	fe.count, fe.logged = 0, now
+	fe.mu.Unlock()
+	r.logger.Warn("route filter failed to evaluate; the route does not take the event (fix the filter, e.g. guard a field with has(payload.x); logged at most once a minute per route)",
+		"route", rt.Name, "filter", rt.filter.src, "errors_since_last_line", n, "error", err.Error(),
+		"event_id", ev.ID.String(), "event_type", ev.EventType)
+}
+
 func literalPrefix(glob string) int {
 	if i := strings.IndexAny(glob, `*?[\`); i >= 0 {
 		return i
@@ -127,7 +180,9 @@ func (r *Router) candidates(eventType string) []*Route {
 }
 
 // Match appends the routes of ev to dst and returns it. An empty result means
-// the event is dropped (no match and default_route: {drop: true}).
+// the event is dropped as unrouted: no route took it and there is no default
+// route, or default_route: {drop: true}. A filter that fails to evaluate
+// counts as no match (and is counted and logged).
 func (r *Router) Match(dst []*Route, ev *Event) []*Route {
 	var payload any
 	decoded := false
@@ -139,7 +194,11 @@ func (r *Router) Match(dst []*Route, ev *Event) []*Route {
 			if !decoded {
 				payload, decoded = decodePayload(ev), true
 			}
-			if !rt.filter.Eval(ev, payload) {
+			ok, err := rt.filter.Eval(ev, payload)
+			if err != nil {
+				r.filterFailed(rt, ev, err)
+			}
+			if !ok {
 				continue
 			}
 		}
@@ -414,8 +473,9 @@ func CompileFilter(src string) (*Filter, error) {
 }
 
 // Eval reports whether ev passes the filter. An evaluation error (a missing
-// payload field, a type mismatch) counts as no match.
-func (f *Filter) Eval(ev *Event, payload any) bool {
+// payload field, a type mismatch, a result that is not a bool) is returned
+// with false: the caller counts it as no match.
+func (f *Filter) Eval(ev *Event, payload any) (bool, error) {
 	headers := ev.Headers
 	if headers == nil {
 		headers = map[string]string{}
@@ -431,8 +491,11 @@ func (f *Filter) Eval(ev *Event, payload any) bool {
 		"payload":        payload,
 	})
 	if err != nil {
-		return false
+		return false, err
 	}
 	b, ok := out.Value().(bool)
-	return ok && b
+	if !ok {
+		return false, fmt.Errorf("the filter yielded %v (%s), want a bool", out.Value(), out.Type().TypeName())
+	}
+	return b, nil
 }

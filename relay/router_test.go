@@ -1,8 +1,15 @@
 package relay
 
 import (
+	"context"
+	"log/slog"
+	"maps"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func routerFor(t testing.TB, src string) *Router {
@@ -31,7 +38,7 @@ func names(rs []*Route) string {
 
 func TestRouterPrecedenceAndFanOut(t *testing.T) {
 	r := routerFor(t, `
-database: {url: x}
+database: {url: 'postgres://h/db'}
 sinks: [{name: s, type: stdout}]
 routes:
   - {name: any-order, match: "order.*", sink: s, destination: "a"}
@@ -63,7 +70,7 @@ default_route: {sink: s, destination: "events.{{.AggregateType}}"}
 }
 
 func TestRouterDrop(t *testing.T) {
-	r := routerFor(t, "database: {url: x}\nsinks: [{name: s, type: stdout}]\nroutes: [{name: a, match: a, sink: s, destination: d}]\ndefault_route: {drop: true}\n")
+	r := routerFor(t, "database: {url: 'postgres://h/db'}\nsinks: [{name: s, type: stdout}]\nroutes: [{name: a, match: a, sink: s, destination: d}]\ndefault_route: {drop: true}\n")
 	if got := r.Match(nil, &Event{EventType: "b"}); len(got) != 0 {
 		t.Errorf("unmatched event routed to %s", names(got))
 	}
@@ -113,7 +120,7 @@ func FuzzDestination(f *testing.F) {
 
 func BenchmarkRoute(b *testing.B) {
 	r := routerFor(b, `
-database: {url: x}
+database: {url: 'postgres://h/db'}
 sinks: [{name: s, type: stdout}]
 routes:
   - {name: created, match: "order.created", sink: s, destination: "orders.{{.EventType}}"}
@@ -128,5 +135,97 @@ default_route: {sink: s, destination: "events.{{.AggregateType}}"}
 		if _, err := dst[0].Destination.Render(ev); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// logRecords collects log records.
+type logRecords struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.recs = append(l.recs, r)
+	l.mu.Unlock()
+	return nil
+}
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecords) WithGroup(string) slog.Handler      { return l }
+
+func attr(r slog.Record, key string) string {
+	var v string
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == key {
+			v = a.Value.String()
+			return false
+		}
+		return true
+	})
+	return v
+}
+
+// TestFilterErrorsCountedAndLoggedOncePerInterval: a filter that fails to
+// evaluate does not take the event (the default route does); each failure
+// counts in outbox_filter_errors_total{route}, and the log has at most one
+// line per route per interval, with the count since the previous line and
+// the last error.
+func TestFilterErrorsCountedAndLoggedOncePerInterval(t *testing.T) {
+	r := routerFor(t, `
+database: {url: 'postgres://h/db'}
+sinks: [{name: s, type: stdout}]
+routes:
+  - {name: big, match: "payment.*", sink: s, destination: "d", filter: "payload.total > 100"}
+  - {name: vip, match: "user.*", sink: s, destination: "e", filter: "payload.tier == 'vip'"}
+  - {name: plain, match: "plain.*", sink: s, destination: "f", filter: "event_type != ''"}
+default_route: {sink: s, destination: "events"}
+`)
+	reg := prometheus.NewRegistry()
+	logs := &logRecords{}
+	r.observe(NewMetrics(reg), slog.New(logs))
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	r.now = func() time.Time { return now }
+
+	failing := &Event{EventType: "payment.made", Payload: []byte(`{"amount": 5}`)}
+	for range 3 {
+		if got := names(r.Match(nil, failing)); got != "default" {
+			t.Fatalf("an event whose filter fails went to %q, want the default route", got)
+		}
+	}
+	now = now.Add(30 * time.Second)
+	r.Match(nil, failing)
+	r.Match(nil, &Event{EventType: "user.made", Payload: []byte(`not json`)}) // another route logs on its own
+	r.Match(nil, &Event{EventType: "payment.made", Payload: []byte(`{"total": 500}`)})
+	now = now.Add(31 * time.Second)
+	r.Match(nil, &Event{EventType: "payment.made", Payload: []byte(`{"total": "lots"}`)})
+
+	var lines []string
+	for _, rec := range logs.recs {
+		lines = append(lines, attr(rec, "route")+" "+attr(rec, "errors_since_last_line"))
+		if rec.Level != slog.LevelWarn || attr(rec, "error") == "" || attr(rec, "filter") == "" {
+			t.Errorf("log line %q: want a warning with the error and the filter", rec.Message)
+		}
+	}
+	if got, want := strings.Join(lines, "; "), "big 1; vip 1; big 4"; got != want {
+		t.Errorf("log lines (route, errors since the last line): %q, want %q", got, want)
+	}
+	if last := attr(logs.recs[2], "error"); last != "no such overload" {
+		t.Errorf("the line gives error %q, want the last error (\"no such overload\": a string compared with a number)", last)
+	}
+	counts := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "outbox_filter_errors_total" {
+			for _, m := range mf.GetMetric() {
+				counts[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if want := map[string]float64{"big": 5, "vip": 1, "plain": 0}; !maps.Equal(counts, want) {
+		t.Errorf("outbox_filter_errors_total by route: %v, want %v", counts, want)
 	}
 }

@@ -24,21 +24,24 @@ type sinkType struct {
 	build func(ctx context.Context, sc *relay.SinkConfig, dests []*relay.Destination, logger *slog.Logger) (relay.Sink, error)
 }
 
+// checkSink decodes a sink's entry into a C and runs C's Validate (which the
+// sink's constructor runs too, before it connects), so that `outbox config
+// check` refuses what the relay would.
+func checkSink[C interface{ Validate() error }](sc *relay.SinkConfig) error {
+	var c C
+	if err := sc.Decode(&c); err != nil {
+		return err
+	}
+	if err := c.Validate(); err != nil {
+		return &relay.ConfigError{Line: sc.Line, Field: "sinks." + sc.Name, Msg: err.Error()}
+	}
+	return nil
+}
+
 // plainSink is a sinkType for a sink whose config needs nothing from the routes.
-func plainSink[C any, S relay.Sink](newSink func(context.Context, C, *slog.Logger) (S, error)) sinkType {
+func plainSink[C interface{ Validate() error }, S relay.Sink](newSink func(context.Context, C, *slog.Logger) (S, error)) sinkType {
 	return sinkType{
-		check: func(sc *relay.SinkConfig) error {
-			var c C
-			if err := sc.Decode(&c); err != nil {
-				return err
-			}
-			if v, ok := any(c).(interface{ Validate() error }); ok {
-				if err := v.Validate(); err != nil {
-					return &relay.ConfigError{Line: sc.Line, Field: "sinks." + sc.Name, Msg: err.Error()}
-				}
-			}
-			return nil
-		},
+		check: checkSink[C],
 		build: func(ctx context.Context, sc *relay.SinkConfig, _ []*relay.Destination, logger *slog.Logger) (relay.Sink, error) {
 			var c C
 			if err := sc.Decode(&c); err != nil {
@@ -54,16 +57,7 @@ var sinkTypes = map[string]sinkType{
 	"rabbitmq": plainSink(rabbitmq.New),
 	"redis":    plainSink(redissink.New),
 	"nats": {
-		check: func(sc *relay.SinkConfig) error {
-			var c natssink.Config
-			if err := sc.Decode(&c); err != nil {
-				return err
-			}
-			if c.Stream == "" {
-				return &relay.ConfigError{Line: sc.Line, Field: "sinks." + sc.Name + ".stream", Msg: "required: the JetStream stream to publish into"}
-			}
-			return nil
-		},
+		check: checkSink[natssink.Config],
 		build: func(ctx context.Context, sc *relay.SinkConfig, dests []*relay.Destination, logger *slog.Logger) (relay.Sink, error) {
 			var c natssink.Config
 			if err := sc.Decode(&c); err != nil {
@@ -99,7 +93,11 @@ func sinkTypeNames() []string {
 	return names
 }
 
-// loadConfig loads and validates relay.yaml the way the relay does at start-up.
+// loadConfig loads and validates relay.yaml: everything the relay checks
+// before it connects. `outbox relay` and `outbox config check` both start
+// with it, so a config check passes exactly the configs the relay starts
+// with (up to what needs a connection: a port in use, a broker or database
+// that is not there).
 func loadConfig(path string) (*relay.Config, error) {
 	if path == "" {
 		return nil, usageErr("pass --config relay.yaml (see docs/configuration.md)", "no config file given")

@@ -65,6 +65,26 @@ type Config struct {
 	MaxAsyncPending int `yaml:"max_async_pending"`
 }
 
+// Validate checks the config as New does before it connects; errors name
+// the key.
+func (c Config) Validate() error {
+	switch {
+	case c.Stream == "":
+		return errors.New("stream: required (the JetStream stream to publish into)")
+	case strings.ContainsAny(c.Stream, ">*. /\\\t\r\n"):
+		return fmt.Errorf("stream: %q is not a JetStream stream name (it may not contain spaces, '.', '*', '>', '/' or '\\')", c.Stream)
+	}
+	if st := cmp.Or(c.Storage, "file"); st != "file" && st != "memory" {
+		return fmt.Errorf("storage: must be file or memory, not %q", c.Storage)
+	}
+	if c.NKey != "" {
+		if _, err := nats.NkeyOptionFromSeed(c.NKey); err != nil {
+			return fmt.Errorf("nkey: %w", err)
+		}
+	}
+	return nil
+}
+
 // Sink publishes to JetStream.
 type Sink struct {
 	cfg    Config
@@ -89,11 +109,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 		logger = slog.Default()
 	}
 	logger = logger.With("type", "nats")
-	if cfg.Stream == "" {
-		return nil, errors.New("nats: stream is required (the JetStream stream to publish into)")
-	}
-	if cfg.Storage != "file" && cfg.Storage != "memory" {
-		return nil, fmt.Errorf("nats: storage must be file or memory, not %q", cfg.Storage)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
 	}
 	opts := []nats.Option{
 		nats.Name("outbox-relay"),
