@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
+
 	"github.com/outboxrelay/outbox/relay"
 )
 
@@ -91,6 +93,11 @@ func CheckMessage(t testing.TB, got Received, m *relay.Message) {
 			t.Errorf("%s: attribute %q missing (got %v)", e.ID, a.Name, got.Attributes)
 		} else if v != a.Value {
 			t.Errorf("%s: attribute %q: got %q, want %q", e.ID, a.Name, v, a.Value)
+		}
+	}
+	if relay.TimeAttribute(e).Name != relay.CETime {
+		if v, ok := got.Attributes[relay.CETime]; ok {
+			t.Errorf("%s: attribute time = %q present for an occurred_at RFC 3339 cannot hold", e.ID, v)
 		}
 	}
 	if e.TenantID == "" {
@@ -189,7 +196,14 @@ func testEnvelope(t *testing.T, h Harness) {
 	odd.Headers["x-note"] = "a value with spaces, \"quotes\" and 100% ünïcödé"
 	odd.Event.OccurredAt = time.Date(2024, 2, 29, 23, 59, 59, 123456789, time.FixedZone("CET", 3600))
 
-	msgs := []*relay.Message{full, bare, odd}
+	// occurred_at that RFC 3339 cannot hold: the occurredat attribute
+	// carries it instead of time.
+	forever := NewMessage(dest, "forever", 0)
+	forever.Event.OccurredAt, forever.Event.OccurredAtInf = time.Time{}, pgtype.Infinity
+	far := NewMessage(dest, "far", 0)
+	far.Event.OccurredAt = time.Date(294276, 12, 31, 23, 59, 59, 999999000, time.UTC)
+
+	msgs := []*relay.Message{full, bare, odd, forever, far}
 	Publish(t, s, msgs)
 	got := consume(t, h, dest, len(msgs))
 	want := index(msgs)
