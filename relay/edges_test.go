@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
@@ -98,7 +99,13 @@ func (s *syncBuffer) String() string {
 // startRecording starts a relay over o whose routes (YAML, sink "rec") deliver to rec.
 func startRecording(t *testing.T, o *testutil.Outbox, dsn string, rec relay.Sink, routes string) *running {
 	t.Helper()
-	src := fmt.Sprintf("database: {url: '%s', schema: %s, slot: %s, publication: %s, standby_poll: 200ms}\nsinks: [{name: rec, type: stdout}]\n%s",
+	return startRecordingWith(t, o, dsn, rec, routes, nil)
+}
+
+// startRecordingWith is startRecording with the relay's metrics in reg (when set).
+func startRecordingWith(t *testing.T, o *testutil.Outbox, dsn string, rec relay.Sink, routes string, reg prometheus.Registerer) *running {
+	t.Helper()
+	src := fmt.Sprintf("database: {url: '%s', schema: %s, slot: %s, publication: %s, standby_poll: 200ms, sample_interval: 100ms}\nsinks: [{name: rec, type: stdout}]\n%s",
 		dsn, o.Schema, o.Slot, o.Publication, routes)
 	cfg, err := relay.ParseConfig([]byte(src), "test.yaml")
 	if err != nil {
@@ -109,7 +116,7 @@ func startRecording(t *testing.T, o *testutil.Outbox, dsn string, rec relay.Sink
 	if testing.Verbose() {
 		w = io.MultiWriter(logs, os.Stderr)
 	}
-	r, err := relay.New(cfg, map[string]relay.Sink{"rec": rec}, &relay.Options{Logger: slog.New(slog.NewTextHandler(w, nil))})
+	r, err := relay.New(cfg, map[string]relay.Sink{"rec": rec}, &relay.Options{Logger: slog.New(slog.NewTextHandler(w, nil)), Registerer: reg, DrainTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -562,4 +569,43 @@ func TestFailingSnapshotSaysWhy(t *testing.T) {
 		t.Fatal(err)
 	}
 	run.waitFor(t, "the row", func() bool { _, d := rec.counts(); return d >= 1 })
+}
+
+// stuck fails every message of event type "stuck" with a retryable error.
+type stuck struct{ recorder }
+
+func (s *stuck) Publish(ctx context.Context, msgs []*relay.Message) []error {
+	errs := make([]error, len(msgs))
+	var pass []*relay.Message
+	for i, m := range msgs {
+		if m.Event.EventType == "stuck" {
+			errs[i] = fmt.Errorf("test: broker down")
+		} else {
+			pass = append(pass, m)
+		}
+	}
+	s.recorder.Publish(ctx, pass)
+	return errs
+}
+
+// TestBacklogMetricsWithEdgeTimestamps: undelivered rows whose created_at
+// is ±infinity or centuries ago are counted in the backlog (the age query
+// used to fail on them, and the metrics froze), and the age is capped (285
+// years) instead of overflowing.
+func TestBacklogMetricsWithEdgeTimestamps(t *testing.T) {
+	t.Parallel()
+	o := testutil.NewOutbox(t)
+	ctx := context.Background()
+	for _, c := range []string{"-infinity", "infinity", "0001-01-01 00:00:00+00"} {
+		if _, err := o.Pool.Exec(ctx, `INSERT INTO `+o.Schema+`.events (aggregate_type, aggregate_id, event_type, payload, created_at)
+			VALUES ('k', $1, 'stuck', '\x7b7d', $2::timestamptz)`, c, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	run := startRecordingWith(t, o, o.DatabaseURL, &stuck{}, "routes:\n  - {name: r, match: '*', sink: rec, destination: x, retry: {max_attempts: 1000000}}\n", reg)
+	run.waitFor(t, "the backlog metric", func() bool {
+		body := scrape(t, reg)
+		return metricValue(body, "outbox_backlog_events") == 3 && metricValue(body, "outbox_backlog_oldest_age_seconds") > 200*365*86400
+	})
 }
