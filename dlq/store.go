@@ -64,8 +64,8 @@ type Letter struct {
 	Payload     []byte `json:"-"`
 	ContentType string `json:"content_type"`
 	// Headers are the event's headers. List leaves them nil.
-	Headers    map[string]string `json:"headers,omitempty"`
-	TenantID   string            `json:"tenant_id,omitempty"`
+	Headers  map[string]string `json:"headers,omitempty"`
+	TenantID string            `json:"tenant_id,omitempty"`
 	// OccurredAt and CreatedAt are the event's, as its row held them: any
 	// year, or 'infinity'.
 	OccurredAt Time `json:"occurred_at"`
