@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -608,4 +609,25 @@ func TestBacklogMetricsWithEdgeTimestamps(t *testing.T) {
 		body := scrape(t, reg)
 		return metricValue(body, "outbox_backlog_events") == 3 && metricValue(body, "outbox_backlog_oldest_age_seconds") > 200*365*86400
 	})
+}
+
+// TestRelayNeedsMigration2: on a schema without events.seq (migration 1
+// only) the relay refuses to start, saying to migrate, rather than failing
+// every snapshot.
+func TestRelayNeedsMigration2(t *testing.T) {
+	t.Parallel()
+	o := testutil.NewOutbox(t)
+	if _, err := o.Pool.Exec(context.Background(), "ALTER TABLE "+o.Schema+".events DROP COLUMN seq"); err != nil {
+		t.Fatal(err)
+	}
+	run := startRecording(t, o, o.DatabaseURL, &recorder{}, "routes:\n  - {name: r, match: '*', sink: rec, destination: x}\n")
+	select {
+	case err := <-run.done:
+		run.cancel = nil
+		if !errors.Is(err, relay.ErrNotMigrated) || !strings.Contains(err.Error(), "outbox migrate up") {
+			t.Errorf("relay.Run: %v, want ErrNotMigrated with the command to run", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the relay did not stop")
+	}
 }
