@@ -13,8 +13,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/internal/pgtime"
 )
 
 // Status is a dead letter's replay status.
@@ -62,10 +64,12 @@ type Letter struct {
 	Payload     []byte `json:"-"`
 	ContentType string `json:"content_type"`
 	// Headers are the event's headers. List leaves them nil.
-	Headers    map[string]string `json:"headers,omitempty"`
-	TenantID   string            `json:"tenant_id,omitempty"`
-	OccurredAt time.Time         `json:"occurred_at"`
-	CreatedAt  time.Time         `json:"created_at"`
+	Headers  map[string]string `json:"headers,omitempty"`
+	TenantID string            `json:"tenant_id,omitempty"`
+	// OccurredAt and CreatedAt are the event's, as its row held them: any
+	// year, or 'infinity'.
+	OccurredAt Time `json:"occurred_at"`
+	CreatedAt  Time `json:"created_at"`
 
 	Route       string `json:"route"`
 	Sink        string `json:"sink"`
@@ -83,6 +87,34 @@ type Letter struct {
 	ReplayedAt        *time.Time `json:"replayed_at"`
 	ReplayCount       int        `json:"replay_count"`
 }
+
+// Time is a timestamptz of the event a dead letter copies: a time of any
+// year PostgreSQL stores (4713 BC to 294276), in UTC, or 'infinity' /
+// '-infinity' (Inf, with the zero Time). Its text and JSON form is lossless:
+// RFC 3339 for the years 0000-9999, "infinity" and "-infinity", and ISO
+// 8601's expanded form beyond ("+294276-12-31T23:59:59.999999Z").
+type Time struct {
+	Time time.Time
+	Inf  pgtype.InfinityModifier
+}
+
+// String returns the lossless text.
+func (t Time) String() string { return pgtime.Format(t.Time, t.Inf) }
+
+// MarshalJSON writes the lossless text as a JSON string.
+func (t Time) MarshalJSON() ([]byte, error) { return pgtime.Value(t).MarshalJSON() }
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (t *Time) UnmarshalJSON(b []byte) error { return (*pgtime.Value)(t).UnmarshalJSON(b) }
+
+// ScanTimestamptz implements pgtype.TimestamptzScanner, for pgx.
+func (t *Time) ScanTimestamptz(v pgtype.Timestamptz) error {
+	t.Time, t.Inf = pgtime.FromPG(v)
+	return nil
+}
+
+// TimestamptzValue implements pgtype.TimestamptzValuer, for pgx.
+func (t Time) TimestamptzValue() (pgtype.Timestamptz, error) { return pgtime.ToPG(t.Time, t.Inf), nil }
 
 // DB is what a Store needs from PostgreSQL: a *pgxpool.Pool, a *pgx.Conn or a
 // pgx.Tx.
@@ -154,7 +186,6 @@ func scanSummary(row pgx.Row, l *Letter, extra ...any) error {
 		return err
 	}
 	l.ReplayStatus = Status(status)
-	l.OccurredAt, l.CreatedAt = l.OccurredAt.UTC(), l.CreatedAt.UTC()
 	l.FirstFailedAt, l.LastFailedAt = l.FirstFailedAt.UTC(), l.LastFailedAt.UTC()
 	for _, t := range []**time.Time{&l.ReplayRequestedAt, &l.ReplayedAt} {
 		if *t != nil {

@@ -1,7 +1,7 @@
 package relay
 
 import (
-	"time"
+	"github.com/outboxrelay/outbox/internal/pgtime"
 
 	"github.com/outboxrelay/outbox/sdk/wire"
 )
@@ -22,6 +22,10 @@ const (
 	CEAggregateType = wire.AttrAggregateType
 	CESchemaVersion = wire.AttrSchemaVersion
 	CETenantID      = wire.AttrTenantID
+	// CEOccurredAt carries occurred_at instead of CETime when RFC 3339
+	// cannot: 'infinity', '-infinity', or a year outside 0000-9999 (see
+	// TimeAttribute).
+	CEOccurredAt = wire.AttrOccurredAt
 )
 
 // Attribute is one CloudEvents context attribute.
@@ -39,7 +43,7 @@ func CloudEvents(m *Message) []Attribute {
 		Attribute{CESource, m.Source},
 		Attribute{CEType, e.EventType},
 		Attribute{CESubject, e.AggregateID},
-		Attribute{CETime, e.OccurredAt.UTC().Format(time.RFC3339Nano)},
+		TimeAttribute(e),
 		Attribute{CEAggregateType, e.AggregateType},
 		Attribute{CESchemaVersion, e.SchemaVersion},
 	)
@@ -47,4 +51,19 @@ func CloudEvents(m *Message) []Attribute {
 		attrs = append(attrs, Attribute{CETenantID, e.TenantID})
 	}
 	return attrs
+}
+
+// TimeAttribute returns the attribute that carries e's occurred_at: time,
+// RFC 3339 in UTC with nanoseconds, for a finite value in the years
+// 0000-9999; otherwise the extension occurredat with its lossless text:
+// "infinity", "-infinity", or ISO 8601's expanded form with a sign and six
+// year digits ("+294276-12-31T23:59:59.999999Z", "-004712-01-01T00:00:00Z"
+// for 4713 BC). The time attribute is optional in CloudEvents, and a value
+// it cannot hold is never sent in it: consumers that parse it as RFC 3339
+// keep working.
+func TimeAttribute(e *Event) Attribute {
+	if pgtime.RFC3339(e.OccurredAt, e.OccurredAtInf) {
+		return Attribute{CETime, pgtime.Format(e.OccurredAt, e.OccurredAtInf)}
+	}
+	return Attribute{CEOccurredAt, pgtime.Format(e.OccurredAt, e.OccurredAtInf)}
 }

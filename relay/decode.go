@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -13,6 +15,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/outboxrelay/outbox/internal/pgtime"
 )
 
 // ErrDecode marks a replication message the relay cannot decode.
@@ -68,12 +74,21 @@ func newRelationMap(rel *pglogrepl.RelationMessage) (*relationMap, error) {
 	return m, nil
 }
 
-// pgEpoch is PostgreSQL's timestamp epoch.
-var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+// rawRow is one events row as the bytes of its columns, in eventColumns
+// order, as pgoutput and a query's result both carry them. decode turns it
+// into an Event; the stream, a new slot's snapshot and a dead-letter replay
+// all go through it, so a row has the same values on every path.
+type rawRow struct {
+	vals  [numCols][]byte
+	kinds [numCols]byte // 'b' binary, 't' text, 'n' NULL, 'u' unchanged TOAST value (never in an insert)
+	has   [numCols]bool // the table has the column
+}
 
 // decodeInsert decodes a pgoutput Insert message (the XLogData payload whose
 // first byte is 'I') into ev. buf must not be modified afterwards: the event's
-// strings and payload point into it.
+// strings and payload point into it. An error means the message itself is
+// malformed; a value of the row that cannot be decoded is recorded in the
+// event instead (see rawRow.decode).
 func decodeInsert(buf []byte, rels map[uint32]*relationMap, ev *Event) (err error) {
 	if len(buf) < 8 || buf[0] != 'I' {
 		return fmt.Errorf("%w: not an insert message", ErrDecode)
@@ -88,8 +103,11 @@ func decodeInsert(buf []byte, rels map[uint32]*relationMap, ev *Event) (err erro
 	}
 	ncols := int(binary.BigEndian.Uint16(buf[6:]))
 	off := 8
-	var vals [numCols][]byte
-	var kinds [numCols]byte
+	var row rawRow
+	for i, p := range rel.index {
+		row.has[i] = p >= 0
+		row.kinds[i] = 'n'
+	}
 	for pos := range ncols {
 		if off >= len(buf) {
 			return fmt.Errorf("%w: insert truncated at column %d", ErrDecode, pos)
@@ -115,29 +133,74 @@ func decodeInsert(buf []byte, rels map[uint32]*relationMap, ev *Event) (err erro
 		}
 		for i, p := range rel.index {
 			if p == pos {
-				vals[i], kinds[i] = data, kind
+				row.vals[i], row.kinds[i] = data, kind
 			}
 		}
 	}
+	return row.decode(ev)
+}
+
+// rawRowFromResult builds a rawRow from the current row of a query whose
+// columns from first on are eventColumns, in order, copying their bytes into
+// one buffer (pgx reuses its own for the next row).
+func rawRowFromResult(rows pgx.Rows, first int) rawRow {
+	vals := rows.RawValues()[first : first+numCols]
+	fds := rows.FieldDescriptions()[first : first+numCols]
+	n := 0
+	for _, v := range vals {
+		n += len(v)
+	}
+	buf := make([]byte, 0, n)
+	var row rawRow
+	for i, v := range vals {
+		row.has[i] = true
+		switch {
+		case v == nil:
+			row.kinds[i] = 'n'
+			continue
+		case fds[i].Format == pgx.BinaryFormatCode:
+			row.kinds[i] = 'b'
+		default:
+			row.kinds[i] = 't'
+		}
+		start := len(buf)
+		buf = append(buf, v...)
+		row.vals[i] = buf[start:len(buf):len(buf)]
+	}
+	return row
+}
+
+// decode fills ev from the row. It fails only when the id cannot be read (no
+// PostgreSQL uuid column gives that). A value that cannot be decoded (a
+// header, a timestamp) leaves ev.decodeErr set, so that the row is
+// dead-lettered with the reason instead of stopping the relay.
+func (row *rawRow) decode(ev *Event) error {
 	str := func(i int) string {
-		if len(vals[i]) == 0 {
+		if len(row.vals[i]) == 0 {
 			return ""
 		}
-		return unsafe.String(&vals[i][0], len(vals[i]))
+		return unsafe.String(&row.vals[i][0], len(row.vals[i]))
 	}
 	// id
-	switch kinds[colID] {
+	switch row.kinds[colID] {
 	case 'b':
-		if len(vals[colID]) != 16 {
-			return fmt.Errorf("%w: id is %d bytes, want 16", ErrDecode, len(vals[colID]))
+		if len(row.vals[colID]) != 16 {
+			return fmt.Errorf("%w: id is %d bytes, want 16", ErrDecode, len(row.vals[colID]))
 		}
-		copy(ev.ID[:], vals[colID])
+		copy(ev.ID[:], row.vals[colID])
 	case 't':
-		if ev.ID, err = uuid.ParseBytes(vals[colID]); err != nil {
+		var err error
+		if ev.ID, err = uuid.ParseBytes(row.vals[colID]); err != nil {
 			return fmt.Errorf("%w: id: %v", ErrDecode, err)
 		}
 	default:
 		return fmt.Errorf("%w: id is missing", ErrDecode)
+	}
+	ev.decodeErr, ev.rawHeaders = nil, nil
+	bad := func(err error) {
+		if ev.decodeErr == nil {
+			ev.decodeErr = fmt.Errorf("%w: %w", ErrDecode, err)
+		}
 	}
 	ev.AggregateType = str(colAggregateType)
 	ev.AggregateID = str(colAggregateID)
@@ -145,65 +208,95 @@ func decodeInsert(buf []byte, rels map[uint32]*relationMap, ev *Event) (err erro
 	ev.SchemaVersion = str(colSchemaVersion)
 	ev.ContentType = str(colContentType)
 	ev.TenantID = str(colTenantID)
-	if kinds[colSchemaVersion] == 'n' || rel.index[colSchemaVersion] < 0 {
+	if row.kinds[colSchemaVersion] == 'n' || !row.has[colSchemaVersion] {
 		ev.SchemaVersion = "1.0"
 	}
-	if rel.index[colContentType] < 0 {
+	if !row.has[colContentType] {
 		ev.ContentType = "application/json"
 	}
-	ev.Payload = vals[colPayload]
-	if kinds[colPayload] == 't' {
+	ev.Payload = row.vals[colPayload]
+	if row.kinds[colPayload] == 't' {
 		// bytea in text form: \x followed by hex digits.
-		p := vals[colPayload]
+		p := row.vals[colPayload]
 		if len(p) >= 2 && p[0] == '\\' && p[1] == 'x' {
 			out := make([]byte, hex.DecodedLen(len(p)-2))
 			if _, err := hex.Decode(out, p[2:]); err != nil {
-				return fmt.Errorf("%w: payload: %v", ErrDecode, err)
+				bad(fmt.Errorf("payload: %v", err))
+			} else {
+				ev.Payload = out
 			}
-			ev.Payload = out
 		}
 	}
 	if ev.Payload == nil {
 		ev.Payload = []byte{}
 	}
 	ev.Headers = nil
-	if h := vals[colHeaders]; len(h) > 0 {
-		if kinds[colHeaders] == 'b' {
+	if h := row.vals[colHeaders]; len(h) > 0 {
+		if row.kinds[colHeaders] == 'b' {
 			if h[0] != 1 {
-				return fmt.Errorf("%w: headers: unknown jsonb version %d", ErrDecode, h[0])
+				bad(fmt.Errorf("headers: unknown jsonb version %d", h[0]))
+				h = nil
+			} else {
+				h = h[1:]
 			}
-			h = h[1:]
 		}
-		ev.Headers = decodeHeaders(h)
+		var err error
+		if ev.Headers, err = decodeHeaders(h); err != nil {
+			bad(fmt.Errorf("headers: %w", err))
+		}
+		ev.rawHeaders = h
 	}
-	if ev.OccurredAt, err = decodeTime(vals[colOccurredAt], kinds[colOccurredAt]); err != nil {
-		return fmt.Errorf("%w: occurred_at: %v", ErrDecode, err)
+	var err error
+	if ev.OccurredAt, ev.OccurredAtInf, err = decodeTime(row.vals[colOccurredAt], row.kinds[colOccurredAt]); err != nil {
+		bad(fmt.Errorf("occurred_at: %w", err))
 	}
-	if ev.CreatedAt, err = decodeTime(vals[colCreatedAt], kinds[colCreatedAt]); err != nil {
-		return fmt.Errorf("%w: created_at: %v", ErrDecode, err)
+	if ev.CreatedAt, ev.CreatedAtInf, err = decodeTime(row.vals[colCreatedAt], row.kinds[colCreatedAt]); err != nil {
+		bad(fmt.Errorf("created_at: %w", err))
 	}
 	return nil
 }
 
-// decodeHeaders reads the headers object. Values that are not strings (a hand
-// written row may have any JSON) are kept as their JSON text; anything but an
-// object yields no headers.
-func decodeHeaders(h []byte) map[string]string {
-	if len(h) <= 2 || string(h) == "{}" {
-		return nil
+// decodeHeaders reads the headers object. Values that are not strings (a
+// hand-written row may have any JSON) are kept as their JSON text. Anything
+// but a JSON object is an error, and so is a header whose name or value is
+// not valid UTF-8 (possible in a SQL_ASCII database), naming the header.
+func decodeHeaders(h []byte) (map[string]string, error) {
+	if len(h) == 0 || string(h) == "{}" {
+		return nil, nil
 	}
 	if m, ok := scanFlatObject(h); ok {
-		return m
-	}
-	var m map[string]string
-	if json.Unmarshal(h, &m) == nil {
-		return m
+		if len(m) == 0 {
+			return nil, nil
+		}
+		return m, nil
 	}
 	var raw map[string]json.RawMessage
-	if json.Unmarshal(h, &raw) != nil {
-		return nil
+	if err := json.Unmarshal(h, &raw); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			return nil, fmt.Errorf("a JSON %s, want an object of strings", ute.Value)
+		}
+		return nil, fmt.Errorf("not valid JSON: %v", err)
 	}
-	m = make(map[string]string, len(raw))
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	if !utf8.Valid(h) {
+		// encoding/json keeps a raw value's bytes and replaces those that
+		// are not UTF-8 in a name with U+FFFD.
+		names := slices.Sorted(maps.Keys(raw))
+		for _, k := range names {
+			if !utf8.Valid(raw[k]) {
+				return nil, fmt.Errorf("header %q: the value is not valid UTF-8", k)
+			}
+		}
+		for _, k := range names {
+			if strings.ContainsRune(k, utf8.RuneError) {
+				return nil, fmt.Errorf("header %q: the name is not valid UTF-8", k)
+			}
+		}
+	}
+	m := make(map[string]string, len(raw))
 	for k, v := range raw {
 		var s string
 		if json.Unmarshal(v, &s) == nil {
@@ -212,30 +305,19 @@ func decodeHeaders(h []byte) map[string]string {
 			m[k] = string(v)
 		}
 	}
-	return m
+	return m, nil
 }
 
-func decodeTime(b []byte, kind byte) (time.Time, error) {
+// decodeTime decodes a timestamptz column: the time in UTC or an infinity.
+// A NULL (or absent) column is the zero time.
+func decodeTime(b []byte, kind byte) (time.Time, pgtype.InfinityModifier, error) {
 	switch kind {
 	case 'b':
-		if len(b) != 8 {
-			return time.Time{}, fmt.Errorf("%d bytes, want 8", len(b))
-		}
-		us := int64(binary.BigEndian.Uint64(b))
-		return pgEpoch.Add(time.Duration(us) * time.Microsecond), nil
+		return pgtime.DecodeBinary(b)
 	case 't':
-		s := string(b)
-		for _, layout := range []string{"2006-01-02 15:04:05.999999-07", "2006-01-02 15:04:05.999999-07:00", "2006-01-02 15:04:05.999999-07:00:00"} {
-			if t, err := time.Parse(layout, s); err == nil {
-				return t, nil
-			}
-		}
-		if strings.HasSuffix(s, "infinity") {
-			return time.Time{}, nil
-		}
-		return time.Time{}, fmt.Errorf("cannot parse %q", s)
+		return pgtime.DecodeText(b)
 	}
-	return time.Time{}, nil
+	return time.Time{}, pgtype.Finite, nil
 }
 
 // scanFlatObject reads a JSON object whose values are all strings without

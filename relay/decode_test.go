@@ -3,6 +3,8 @@ package relay
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +12,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/outboxrelay/outbox/internal/pgtime"
 )
 
 // col is one column of a test insert: kind 'b', 't', 'n' or 'u'.
@@ -45,9 +50,7 @@ func testRelation() map[uint32]*relationMap {
 	return map[uint32]*relationMap{7: m}
 }
 
-func pgTime(t time.Time) []byte {
-	return binary.BigEndian.AppendUint64(nil, uint64(t.Sub(pgEpoch).Microseconds()))
-}
+func pgTime(t time.Time) []byte { return pgMicros(t) }
 
 func sampleInsert() []byte {
 	id := uuid.MustParse("01a21c35-69ed-7291-9412-bbf9bec8f345")
@@ -105,10 +108,31 @@ func TestDecodeInsertErrors(t *testing.T) {
 func FuzzDecodeInsert(f *testing.F) {
 	f.Add(sampleInsert())
 	f.Add(insertMsg(7, []col{{'t', []byte("x")}}))
+	// Timestamps at and past the edges: ±infinity, PostgreSQL's lowest and
+	// highest, one past each, 0001-01-01, and their text forms.
+	for _, b := range [][]byte{infBytes, negInfBytes, pgMicros(edgeTimes[0]), pgMicros(edgeTimes[1]), pgMicros(edgeTimes[4]),
+		binary.BigEndian.AppendUint64(nil, uint64(9_223_371_331_200_000_000)), binary.BigEndian.AppendUint64(nil, uint64(1<<63+1))} {
+		f.Add(timeInsert(b, infBytes))
+	}
+	for _, s := range []string{"infinity", "-infinity", "4713-01-01 00:00:00+00 BC", "294276-12-31 23:59:59.999999+00", "4714-11-23 23:59:59+00 BC", "0000-01-01 00:00:00+00"} {
+		f.Add(textTimeInsert(s, s))
+	}
 	rels := testRelation()
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		var ev Event
-		decodeInsert(msg, rels, &ev) // must not panic
+		if decodeInsert(msg, rels, &ev) != nil || ev.decodeErr != nil {
+			return // must not panic
+		}
+		// A timestamp that decodes formats and parses back to itself.
+		for _, v := range []struct {
+			t   time.Time
+			inf pgtype.InfinityModifier
+		}{{ev.OccurredAt, ev.OccurredAtInf}, {ev.CreatedAt, ev.CreatedAtInf}} {
+			got, inf, err := pgtime.Parse(pgtime.Format(v.t, v.inf))
+			if err != nil || got != v.t || inf != v.inf {
+				t.Fatalf("%v %v formats as %q, parses as %v %v %v", v.t, v.inf, pgtime.Format(v.t, v.inf), got, inf, err)
+			}
+		}
 	})
 }
 
@@ -132,10 +156,17 @@ func TestDecodeHeaders(t *testing.T) {
 		`{"n": 5, "s": "x"}`:                     "n=5,s=x",
 		`{"esc": "a\"b"}`:                        `esc=a"b`,
 		`{"nested": {"x": 1}}`:                   `nested={"x": 1}`,
-		`[1,2]`:                                  "",
-		`{"a": "b"} trailing`:                    "",
+		`{"null": null}`:                         "null=",
+		`null`:                                   "",
+		`{}`:                                     "",
+		`  { }  `:                                "",
+		``:                                       "",
 	} {
-		m := decodeHeaders([]byte(in))
+		m, err := decodeHeaders([]byte(in))
+		if err != nil {
+			t.Errorf("decodeHeaders(%s): %v", in, err)
+			continue
+		}
 		var parts []string
 		for k, v := range m {
 			parts = append(parts, k+"="+v)
@@ -143,6 +174,19 @@ func TestDecodeHeaders(t *testing.T) {
 		slices.Sort(parts)
 		if got := strings.Join(parts, ","); got != want {
 			t.Errorf("decodeHeaders(%s) = %q, want %q", in, got, want)
+		}
+	}
+	// Errors say what is wrong, naming the header when one is at fault.
+	for in, want := range map[string]string{
+		`[1,2]`:               "a JSON array, want an object of strings",
+		`"x"`:                 "a JSON string, want an object of strings",
+		`{"a": "b"} trailing`: "not valid JSON",
+		"{\"ok\": \"v\", \"x-bad\": \"\xff\xfe\"}": `header "x-bad": the value is not valid UTF-8`,
+		"{\"ok\": \"v\", \"\xffname\": \"v\"}":     "header \"\ufffdname\": the name is not valid UTF-8",
+	} {
+		_, err := decodeHeaders([]byte(in))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("decodeHeaders(%q) error %v, want %q", in, err, want)
 		}
 	}
 }
@@ -169,4 +213,119 @@ func FuzzDecodeHeaders(f *testing.F) {
 			}
 		}
 	})
+}
+
+// edgeTimes are timestamps far from 2000, where a time.Duration overflows.
+var edgeTimes = []time.Time{
+	time.Date(-4712, 1, 1, 0, 0, 0, 0, time.UTC), // 4713 BC, PostgreSQL's lowest year
+	time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC),
+	time.Date(1707, 6, 1, 12, 0, 0, 123456000, time.UTC),
+	time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC),
+	time.Date(294276, 12, 31, 23, 59, 59, 999999000, time.UTC), // the highest
+}
+
+func pgMicros(t time.Time) []byte {
+	us := (t.Unix()-946_684_800)*1_000_000 + int64(t.Nanosecond()/1000)
+	return binary.BigEndian.AppendUint64(nil, uint64(us))
+}
+
+func timeInsert(occurred, created []byte) []byte {
+	id := uuid.MustParse("01a21c35-69ed-7291-9412-bbf9bec8f345")
+	return insertMsg(7, []col{
+		{'b', id[:]}, {'b', []byte("order")}, {'b', []byte("42")}, {'b', []byte("order.created")}, {'b', []byte("1.0")},
+		{'b', []byte(`{}`)}, {'b', []byte("application/json")}, {'b', []byte{1, '{', '}'}},
+		{'n', nil}, {'b', occurred}, {'b', created}, {'n', nil},
+	})
+}
+
+var (
+	infBytes    = binary.BigEndian.AppendUint64(nil, math.MaxInt64)
+	negInfBytes = binary.BigEndian.AppendUint64(nil, 1<<63)
+)
+
+func textTimeInsert(occurred, created string) []byte {
+	return insertMsg(7, []col{{'t', []byte("01a21c35-69ed-7291-9412-bbf9bec8f345")}, {'t', []byte("a")}, {'t', []byte("1")}, {'t', []byte("e")},
+		{'t', []byte("1.0")}, {'t', []byte(`\x7b7d`)}, {'t', []byte("application/json")}, {'t', []byte(`{}`)}, {'n', nil},
+		{'t', []byte(occurred)}, {'t', []byte(created)}, {'n', nil}})
+}
+
+func TestDecodeInsertEdgeTimestamps(t *testing.T) {
+	for _, at := range edgeTimes {
+		var ev Event
+		if err := decodeInsert(timeInsert(pgMicros(at), pgMicros(at)), testRelation(), &ev); err != nil {
+			t.Fatalf("%v: %v", at, err)
+		}
+		if ev.OccurredAt != at || ev.CreatedAt != at || ev.OccurredAtInf != pgtype.Finite || ev.decodeErr != nil {
+			t.Errorf("%v decoded as occurred_at %v, created_at %v (%v)", at, ev.OccurredAt, ev.CreatedAt, ev.decodeErr)
+		}
+	}
+	var ev Event
+	if err := decodeInsert(timeInsert(infBytes, negInfBytes), testRelation(), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.OccurredAtInf != pgtype.Infinity || ev.CreatedAtInf != pgtype.NegativeInfinity || !ev.OccurredAt.IsZero() || !ev.CreatedAt.IsZero() {
+		t.Errorf("infinity, -infinity decoded as %v %v, %v %v", ev.OccurredAt, ev.OccurredAtInf, ev.CreatedAt, ev.CreatedAtInf)
+	}
+	// Text format (binary off), as PostgreSQL writes it.
+	for _, c := range []struct {
+		text string
+		at   time.Time
+		inf  pgtype.InfinityModifier
+	}{
+		{"infinity", time.Time{}, pgtype.Infinity},
+		{"-infinity", time.Time{}, pgtype.NegativeInfinity},
+		{"4713-01-01 00:00:00+00 BC", edgeTimes[0], 0},
+		{"0001-01-01 01:00:00+01", edgeTimes[1], 0},
+		{"294276-12-31 23:59:59.999999+00", edgeTimes[4], 0},
+		{"2026-11-27 08:00:00.5-03:30:15", time.Date(2026, 11, 27, 11, 30, 15, 5e8, time.UTC), 0},
+	} {
+		var ev Event
+		if err := decodeInsert(textTimeInsert(c.text, c.text), testRelation(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.OccurredAt != c.at || ev.OccurredAtInf != c.inf || ev.CreatedAt != c.at || ev.decodeErr != nil {
+			t.Errorf("%q decoded as %v %v (%v), want %v %v", c.text, ev.OccurredAt, ev.OccurredAtInf, ev.decodeErr, c.at, c.inf)
+		}
+	}
+}
+
+// TestDecodeInsertBadValues: a value that cannot be decoded does not fail
+// the message (which would stop the stream at that row, again on every
+// start); the event records why, and everything else is decoded.
+func TestDecodeInsertBadValues(t *testing.T) {
+	id := uuid.MustParse("01a21c35-69ed-7291-9412-bbf9bec8f345")
+	good := pgMicros(edgeTimes[1])
+	for name, c := range map[string]struct {
+		headers  []byte
+		occurred []byte
+		want     string
+	}{
+		"headers not an object": {append([]byte{1}, `[1, 2]`...), good, "headers: a JSON array"},
+		"header not UTF-8":      {append([]byte{1}, "{\"x-trace\": \"\xff\"}"...), good, `headers: header "x-trace": the value is not valid UTF-8`},
+		"jsonb version":         {append([]byte{9}, `{}`...), good, "unknown jsonb version 9"},
+		"timestamp too large":   {[]byte{1, '{', '}'}, binary.BigEndian.AppendUint64(nil, math.MaxInt64-1), "occurred_at: timestamptz"},
+		"timestamp short":       {[]byte{1, '{', '}'}, []byte{1, 2, 3}, "occurred_at: timestamptz is 3 bytes"},
+	} {
+		msg := insertMsg(7, []col{
+			{'b', id[:]}, {'b', []byte("order")}, {'b', []byte("42")}, {'b', []byte("order.created")}, {'b', []byte("1.0")},
+			{'b', []byte(`{}`)}, {'b', []byte("application/json")}, {'b', c.headers}, {'n', nil}, {'b', c.occurred}, {'b', good}, {'n', nil},
+		})
+		var ev Event
+		if err := decodeInsert(msg, testRelation(), &ev); err != nil {
+			t.Errorf("%s: the message failed (%v); want the row marked undecodable", name, err)
+			continue
+		}
+		if ev.decodeErr == nil || !strings.Contains(ev.decodeErr.Error(), c.want) || !errors.Is(ev.decodeErr, ErrDecode) {
+			t.Errorf("%s: decode error %v, want one with %q", name, ev.decodeErr, c.want)
+		}
+		if ev.ID != id || ev.EventType != "order.created" || ev.CreatedAt != edgeTimes[1] {
+			t.Errorf("%s: the rest of the row was not decoded: %+v", name, ev)
+		}
+	}
+	// A text timestamp PostgreSQL would not write.
+	var ev Event
+	if err := decodeInsert(textTimeInsert("yesterday-ish", "2026-11-27 08:00:00+00"), testRelation(), &ev); err != nil || ev.decodeErr == nil ||
+		!strings.Contains(ev.decodeErr.Error(), "occurred_at") {
+		t.Errorf("unparseable text timestamp: err %v, decode error %v", err, ev.decodeErr)
+	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Event is one row of the outbox events table as the relay read it from the
@@ -20,10 +21,20 @@ type Event struct {
 	Payload       []byte
 	ContentType   string
 	// Headers holds traceparent, tracestate and the application's own headers.
-	Headers    map[string]string
-	TenantID   string // empty when the row's tenant_id is NULL
+	Headers  map[string]string
+	TenantID string // empty when the row's tenant_id is NULL
+	// OccurredAt and CreatedAt are the row's timestamps in UTC, of any year
+	// PostgreSQL stores (4713 BC to 294276), to the microsecond. See
+	// OccurredAtInf and CreatedAtInf for 'infinity'.
 	OccurredAt time.Time
 	CreatedAt  time.Time
+	// OccurredAtInf and CreatedAtInf are pgtype.Infinity or
+	// pgtype.NegativeInfinity when the column holds 'infinity' or
+	// '-infinity' (time.Time has none: OccurredAt or CreatedAt is then the
+	// zero time), and pgtype.Finite otherwise. CloudEvents carries
+	// occurred_at losslessly either way (see CloudEvents).
+	OccurredAtInf pgtype.InfinityModifier
+	CreatedAtInf  pgtype.InfinityModifier
 
 	// CommitTime is when the writing transaction committed (from pgoutput's
 	// Begin message); zero for rows read from a snapshot.
@@ -31,6 +42,14 @@ type Event struct {
 	// CommitLSN is the LSN of the writing transaction's commit record; zero for
 	// rows read from a snapshot.
 	CommitLSN pglogrepl.LSN
+
+	// decodeErr is set when a value of the row could not be decoded: the
+	// row is dead-lettered, with this reason, on every route that takes it.
+	decodeErr error
+	// rawHeaders is the headers column's JSON as read, so that a dead
+	// letter copies it exactly (Headers keeps non-string values as their
+	// JSON text, and a row whose headers cannot be decoded has none).
+	rawHeaders []byte
 }
 
 // Key is the ordering key: events with the same key are delivered to a route in

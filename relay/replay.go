@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
@@ -48,8 +49,16 @@ func newReplayer(pool *pgxpool.Pool, schema string, router *Router, source strin
 // Only the active relay runs it, so rows left 'delivering' by a relay that
 // died are requested again first.
 func (p *replayer) run(ctx context.Context) error {
-	if _, err := p.pool.Exec(ctx, `UPDATE `+p.table+` SET replay_status = 'requested' WHERE replay_status = 'delivering'`); err != nil {
-		return fmt.Errorf("replay: reset: %w", err)
+	bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
+	err := backoff.Retry(func() error {
+		_, err := p.pool.Exec(ctx, `UPDATE `+p.table+` SET replay_status = 'requested' WHERE replay_status = 'delivering'`)
+		if err != nil && ctx.Err() == nil {
+			p.logger.Warn("requeueing the replays a previous relay left in delivery failed; retrying", "error", err)
+		}
+		return err
+	}, bo)
+	if err != nil {
+		return nil // ctx is done
 	}
 	inflight := 0
 	t := time.NewTicker(p.poll)
@@ -76,11 +85,18 @@ func (p *replayer) run(ctx context.Context) error {
 	}
 }
 
+// claim marks up to batchSize requested dead letters as delivering and
+// submits them, lowest id first: a key's dead letters were written in the
+// order its events failed, so that is the order they are replayed in (the
+// dispatcher keeps per-key order from there). UPDATE ... RETURNING returns
+// rows in no particular order, hence the ORDER BY on the outer SELECT.
 func (p *replayer) claim(ctx context.Context) (int, error) {
-	rows, err := p.pool.Query(ctx, `UPDATE `+p.table+` SET replay_status = 'delivering'
-		WHERE id IN (SELECT id FROM `+p.table+` WHERE replay_status = 'requested' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-		RETURNING id, event_id, aggregate_type, aggregate_id, event_type, schema_version, payload, content_type,
-		  headers::text, coalesce(tenant_id, ''), occurred_at, created_at, route`, p.batchSize)
+	rows, err := p.pool.Query(ctx, `WITH claimed AS (
+		  UPDATE `+p.table+` SET replay_status = 'delivering'
+		  WHERE id IN (SELECT id FROM `+p.table+` WHERE replay_status = 'requested' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+		  RETURNING id, route, event_id, aggregate_type, aggregate_id, event_type, schema_version, payload, content_type,
+		    headers, tenant_id, occurred_at, created_at)
+		SELECT * FROM claimed ORDER BY id`, pgx.QueryResultFormats{pgx.BinaryFormatCode}, p.batchSize)
 	if err != nil {
 		return 0, err
 	}
@@ -92,14 +108,17 @@ func (p *replayer) claim(ctx context.Context) (int, error) {
 	var cs []claimed
 	for rows.Next() {
 		c := claimed{ev: &Event{}}
-		var headers string
-		e := c.ev
-		if err := rows.Scan(&c.id, &e.ID, &e.AggregateType, &e.AggregateID, &e.EventType, &e.SchemaVersion, &e.Payload,
-			&e.ContentType, &headers, &e.TenantID, &e.OccurredAt, &e.CreatedAt, &c.route); err != nil {
-			rows.Close()
-			return 0, err
+		// The event's columns decode as a row of the events table does,
+		// so a replay carries the values the stream would.
+		row := rawRowFromResult(rows, 2)
+		err := rows.Scan(&c.id, &c.route, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil)
+		if err == nil {
+			err = row.decode(c.ev)
 		}
-		e.Headers = decodeHeaders([]byte(headers))
+		if err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("replay: read claimed dead letter: %w", err)
+		}
 		cs = append(cs, c)
 	}
 	rows.Close()
@@ -114,8 +133,14 @@ func (p *replayer) claim(ctx context.Context) (int, error) {
 				rt = r
 			}
 		}
-		if rt == nil {
-			msg := fmt.Sprintf("route %q is not in the relay's config any more: add it back, or purge the dead letter", c.route)
+		msg := ""
+		switch {
+		case rt == nil:
+			msg = fmt.Sprintf("route %q is not in the relay's config any more: add it back, or purge the dead letter", c.route)
+		case c.ev.decodeErr != nil:
+			msg = fmt.Sprintf("the dead letter's copy of the event cannot be decoded: %v", c.ev.decodeErr)
+		}
+		if msg != "" {
 			p.logger.Warn("dead-letter replay failed", "dead_letter_id", c.id, "event_id", c.ev.ID.String(), "error", msg)
 			p.markFailed(ctx, c.id, msg)
 			continue

@@ -250,8 +250,8 @@ func (s *session) connect(ctx context.Context) error {
 			"run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL (on managed services, enable logical replication in the instance's parameters)", ErrWALLevel, level))
 	}
 	var events, state bool
-	err = s.pool.QueryRow(cctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL`,
-		s.table, pgident.Quote(db.Schema)+".relay_state").Scan(&events, &state)
+	err = s.pool.QueryRow(cctx, `SELECT to_regclass($1) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'seq' AND NOT attisdropped),
+		to_regclass($2) IS NOT NULL`, s.table, pgident.Quote(db.Schema)+".relay_state").Scan(&events, &state)
 	if err != nil {
 		s.pool.Close()
 		return fmt.Errorf("check schema: %w", err)
@@ -347,11 +347,17 @@ func (s *session) recordHolder(ctx context.Context, conn *pgx.Conn) error {
 	s.ranBefore = !inserted
 	rows, err := conn.Query(ctx, `SELECT r.slot FROM `+pgident.Quote(db.Schema)+`.relay_state r
 		JOIN pg_replication_slots p ON p.slot_name = r.slot WHERE r.slot <> $1`, db.Slot)
+	var others []string
 	if err == nil {
-		if others, err := pgx.CollectRows(rows, pgx.RowTo[string]); err == nil && len(others) > 0 {
-			s.logger.Warn("another replication slot tails this outbox: delivered_at is shared, so each relay marks rows the other may not have delivered; use one slot (one relay config with all routes) per outbox",
-				"slot", db.Slot, "other_slots", others)
-		}
+		others, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	switch {
+	case err != nil:
+		// Only a warning depends on it.
+		s.logger.Warn("could not check for other replication slots tailing this outbox", "slot", db.Slot, "error", err)
+	case len(others) > 0:
+		s.logger.Warn("another replication slot tails this outbox: delivered_at is shared, so each relay marks rows the other may not have delivered; use one slot (one relay config with all routes) per outbox",
+			"slot", db.Slot, "other_slots", others)
 	}
 	return nil
 }
@@ -419,6 +425,7 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 		confirmed         pglogrepl.LSN
 		activePID         *int32
 		snapshotPending   bool
+		dropped           bool // this relay dropped it, as unusable
 	)
 	err = s.pool.QueryRow(ctx, `SELECT plugin, coalesce(wal_status, ''), coalesce(confirmed_flush_lsn, '0/0'::pg_lsn)::text, active_pid
 		FROM pg_replication_slots WHERE slot_name = $1 AND slot_type = 'logical'`, db.Slot).Scan(&plugin, &walStatus, &confirmed, &activePID)
@@ -429,7 +436,20 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 	default:
 		exists = true
 	}
-	_ = s.pool.QueryRow(ctx, `SELECT snapshot_pending FROM `+pgident.Quote(db.Schema)+`.relay_state WHERE slot = $1`, db.Slot).Scan(&snapshotPending)
+	// Whether a relay created the slot and stopped before it delivered the
+	// slot's snapshot decides between resuming and a new snapshot: an error
+	// here must not read as "no".
+	err = s.pool.QueryRow(ctx, `SELECT snapshot_pending FROM `+pgident.Quote(db.Schema)+`.relay_state WHERE slot = $1`, db.Slot).Scan(&snapshotPending)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		// recordHolder wrote the row a moment ago; someone deleted it
+		// since. Nothing then says the snapshot was delivered: take a new
+		// one (rows already marked delivered are not sent again).
+		s.logger.Warn("the slot's row in relay_state is gone; taking a new snapshot rather than resuming a slot whose snapshot may not have been delivered", "slot", db.Slot)
+		snapshotPending = true
+	case err != nil:
+		return 0, nil, fmt.Errorf("read relay_state.snapshot_pending of slot %s (without it the relay cannot tell whether the slot's snapshot was delivered, so it does not resume the slot): %w", db.Slot, err)
+	}
 
 	if exists && plugin != "pgoutput" {
 		return 0, nil, fatal(fmt.Errorf("%w: slot %s uses %q; the relay needs pgoutput: pick another database.slot or drop that slot", ErrSlotPlugin, db.Slot, plugin))
@@ -441,19 +461,23 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 		}
 		s.logger.Error("replication slot is unusable; dropping and recreating it, then delivering every undelivered row", "slot", db.Slot, "reason", reason)
 		if activePID != nil {
-			s.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", *activePID)
+			if _, err := s.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", *activePID); err != nil {
+				return 0, nil, fmt.Errorf("end the connection (pid %d) still using unusable slot %s: %w", *activePID, db.Slot, err)
+			}
 		}
 		if _, err := s.pool.Exec(ctx, "SELECT pg_drop_replication_slot($1)", db.Slot); err != nil {
 			return 0, nil, fmt.Errorf("drop unusable slot %s: %w", db.Slot, err)
 		}
-		exists = false
+		exists, dropped = false, true
 	}
 	if exists {
 		if activePID != nil {
 			// We hold the leader lock, so the walsender still using the slot is a
 			// leftover of our own earlier connection (a killed relay).
 			s.logger.Warn("replication slot is held by a stale connection; terminating it", "slot", db.Slot, "pid", *activePID)
-			s.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", *activePID)
+			if _, err := s.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", *activePID); err != nil {
+				return 0, nil, fmt.Errorf("end the stale connection (pid %d) holding slot %s: %w", *activePID, db.Slot, err)
+			}
 			if err := s.waitSlotFree(ctx); err != nil {
 				return 0, nil, err
 			}
@@ -462,7 +486,7 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 		return confirmed, nil, nil
 	}
 
-	if s.ranBefore {
+	if s.ranBefore && !dropped {
 		s.logger.Error("replication slot is gone (dropped, or lost in a failover); recreating it and delivering every undelivered row from a snapshot",
 			"slot", db.Slot)
 	}
@@ -476,7 +500,10 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 	var res pglogrepl.CreateReplicationSlotResult
 	if db.FailoverSlot {
 		ver := s.repl.ParameterStatus("server_version")
-		major, _ := strconv.Atoi(strings.SplitN(ver, ".", 2)[0])
+		major, err := strconv.Atoi(strings.TrimFunc(strings.SplitN(ver, ".", 2)[0], func(r rune) bool { return r < '0' || r > '9' }))
+		if err != nil {
+			return 0, nil, fatal(fmt.Errorf("database.failover_slot: cannot read the server's major version from %q: remove failover_slot, or report this", ver))
+		}
 		if major < 17 {
 			return 0, nil, fatal(fmt.Errorf("database.failover_slot needs PostgreSQL 17 or later (this server is %s): remove it, or upgrade", s.repl.ParameterStatus("server_version")))
 		}
@@ -528,7 +555,11 @@ func (s *session) waitSlotFree(ctx context.Context) error {
 }
 
 // backfill feeds every undelivered row visible in the slot's snapshot into
-// the pipeline, in (created_at, id) order, a page at a time.
+// the pipeline, a page at a time, in the stream's order as far as the table
+// can tell it: by seq, the sequence value each row took when it was inserted
+// (insertion order within a transaction; commit order across the
+// transactions of one key when writers serialize per aggregate, as they must
+// for the stream's order to mean anything). See migrations/sql/00002.
 func (s *session) backfill(ctx context.Context, tx pgx.Tx) error {
 	db := s.cfg.Database
 	txn := s.pos.Begin()
@@ -540,33 +571,31 @@ func (s *session) backfill(ctx context.Context, tx pgx.Tx) error {
 		}
 		s.logger.Info("snapshot delivered", "slot", db.Slot)
 	})
-	q := `DECLARE backfill NO SCROLL CURSOR FOR SELECT id, aggregate_type, aggregate_id, event_type, schema_version, payload,
-		content_type, headers::text, coalesce(tenant_id, ''), occurred_at, created_at
-		FROM ` + s.table + ` WHERE delivered_at IS NULL ORDER BY created_at, id`
+	q := `DECLARE backfill NO SCROLL CURSOR FOR SELECT ` + strings.Join(eventColumns, ", ") + `
+		FROM ` + s.table + ` WHERE delivered_at IS NULL ORDER BY seq`
 	if _, err := tx.Exec(ctx, q); err != nil {
-		return fmt.Errorf("snapshot: %w", err)
+		return fmt.Errorf("snapshot of slot %s: read the undelivered rows: %w", db.Slot, err)
 	}
 	total := 0
 	for {
-		rows, err := tx.Query(ctx, "FETCH 1000 FROM backfill")
+		// Binary results: the bytes pgoutput sends, decoded by the same code.
+		rows, err := tx.Query(ctx, "FETCH 1000 FROM backfill", pgx.QueryResultFormats{pgx.BinaryFormatCode})
 		if err != nil {
-			return fmt.Errorf("snapshot: %w", err)
+			return fmt.Errorf("snapshot of slot %s: read the undelivered rows: %w", db.Slot, err)
 		}
 		var page []*Event
 		for rows.Next() {
+			row := rawRowFromResult(rows, 0)
 			ev := &Event{}
-			var headers string
-			if err := rows.Scan(&ev.ID, &ev.AggregateType, &ev.AggregateID, &ev.EventType, &ev.SchemaVersion, &ev.Payload,
-				&ev.ContentType, &headers, &ev.TenantID, &ev.OccurredAt, &ev.CreatedAt); err != nil {
+			if err := row.decode(ev); err != nil {
 				rows.Close()
-				return fmt.Errorf("snapshot: %w", err)
+				return fmt.Errorf("snapshot of slot %s: %w", db.Slot, err)
 			}
-			ev.Headers = decodeHeaders([]byte(headers))
 			page = append(page, ev)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("snapshot: %w", err)
+			return fmt.Errorf("snapshot of slot %s: read the undelivered rows: %w", db.Slot, err)
 		}
 		for _, ev := range page {
 			if err := s.submit(ctx, txn, ev, nil); err != nil {
@@ -605,6 +634,10 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 		s.logger.Debug("event matched no route; dropped, its row is marked as handled",
 			"event_id", ev.ID.String(), "event_type", ev.EventType, "aggregate_type", ev.AggregateType)
 	}
+	if ev.decodeErr != nil {
+		s.logger.Warn("a value of the row cannot be decoded; dead-lettering it on every route that takes it",
+			"event_id", ev.ID.String(), "event_type", ev.EventType, "error", ev.decodeErr)
+	}
 	it := newItem(ev, txn, len(s.routes))
 	for _, rt := range s.routes {
 		dl := &delivery{route: rt, item: it, msg: Message{Event: ev, Route: rt.Name, Source: s.cfg.Source, Headers: ev.Headers, Attempt: 1}}
@@ -615,6 +648,10 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 			dl.err = err
 		} else {
 			dl.msg.Destination = dest
+		}
+		if ev.decodeErr != nil {
+			// Dead-letter right away too: retrying cannot decode the row.
+			dl.err = MarkPermanent(ev.decodeErr)
 		}
 		it.ds = append(it.ds, dl)
 	}

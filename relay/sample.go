@@ -77,8 +77,10 @@ func (s *session) sampleOnce(ctx context.Context, level *int) {
 	var age float64
 	table := pgident.Quote(db.Schema) + ".events"
 	err = tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM `+table+` WHERE delivered_at IS NULL),
-		coalesce((SELECT extract(epoch FROM now() - created_at) FROM `+table+` WHERE delivered_at IS NULL ORDER BY created_at LIMIT 1), 0)`).Scan(&n, &age)
+		coalesce((SELECT extract(epoch FROM now() - created_at) FROM `+table+` WHERE delivered_at IS NULL AND isfinite(created_at) ORDER BY created_at LIMIT 1), 0)`).Scan(&n, &age)
 	if err == nil {
-		s.r.metrics.setBacklog(n, time.Duration(age*float64(time.Second)))
+		// A created_at centuries ago (written by hand) would overflow a
+		// time.Duration (~292 years): cap the age at 285 years.
+		s.r.metrics.setBacklog(n, time.Duration(min(age, 9e9)*float64(time.Second)))
 	}
 }

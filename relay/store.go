@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/internal/pgtime"
 )
 
 // marker marks finished rows delivered (or deletes them), one statement per
@@ -202,11 +203,14 @@ func newDeadLetterWriter(pool *pgxpool.Pool, schema string, logger *slog.Logger)
 // write inserts the dead letter, retrying until it is written or ctx is done.
 func (w *deadLetterWriter) write(ctx context.Context, dl *delivery) error {
 	e := dl.msg.Event
-	headers := e.Headers
-	if headers == nil {
-		headers = map[string]string{}
+	hj := e.rawHeaders // the row's own JSON: an exact copy
+	if hj == nil || !json.Valid(hj) {
+		headers := e.Headers
+		if headers == nil {
+			headers = map[string]string{}
+		}
+		hj, _ = json.Marshal(headers)
 	}
-	hj, _ := json.Marshal(headers)
 	errs, _ := json.Marshal(dl.errs)
 	last := ""
 	if dl.err != nil {
@@ -216,13 +220,9 @@ func (w *deadLetterWriter) write(ctx context.Context, dl *delivery) error {
 	if first.IsZero() {
 		first = time.Now()
 	}
-	occurred, created := e.OccurredAt, e.CreatedAt
-	if occurred.IsZero() {
-		occurred = time.Now()
-	}
-	if created.IsZero() {
-		created = occurred
-	}
+	// The row's own values, infinities included (the zero time is a value
+	// too: 0001-01-01).
+	occurred, created := pgtime.ToPG(e.OccurredAt, e.OccurredAtInf), pgtime.ToPG(e.CreatedAt, e.CreatedAtInf)
 	bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
 	return backoff.Retry(func() error {
 		_, err := w.pool.Exec(ctx, w.stmt, e.ID, e.AggregateType, e.AggregateID, e.EventType, e.SchemaVersion,

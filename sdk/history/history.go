@@ -24,8 +24,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/internal/pgtime"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/internal/dbx"
 	"github.com/outboxrelay/outbox/sdk/internal/eventrow"
@@ -83,7 +85,8 @@ type Config struct {
 // Loader reads aggregates' events. It is safe for concurrent use.
 type Loader struct {
 	pageSize int
-	query    string
+	first    string // the first page
+	query    string // a page after a cursor
 }
 
 // New returns a Loader, or an error naming the invalid Config field.
@@ -100,11 +103,11 @@ func New(cfg *Config) (*Loader, error) {
 	if c.PageSize < 1 {
 		return nil, fmt.Errorf("history: config: PageSize is %d, must be positive (0 means the default, 500)", c.PageSize)
 	}
+	from := "SELECT " + eventrow.Columns + " FROM " + pgident.Quote(c.Schema) + ".events WHERE aggregate_type = $1 AND aggregate_id = $2"
 	return &Loader{
 		pageSize: c.PageSize,
-		query: "SELECT " + eventrow.Columns + " FROM " + pgident.Quote(c.Schema) + ".events" +
-			" WHERE aggregate_type = $1 AND aggregate_id = $2 AND (created_at, id) > ($3, $4::uuid)" +
-			" ORDER BY created_at, id LIMIT $5",
+		first:    from + " ORDER BY created_at, id LIMIT $3",
+		query:    from + " AND (created_at, id) > ($3, $4::uuid) ORDER BY created_at, id LIMIT $5",
 	}, nil
 }
 
@@ -113,18 +116,32 @@ type Record struct {
 	sdk.Event
 	// CreatedAt is the start time of the transaction that wrote the event.
 	CreatedAt time.Time
+	// OccurredAtInf and CreatedAtInf are pgtype.Infinity or
+	// pgtype.NegativeInfinity when the row holds 'infinity' or '-infinity'
+	// (a row written by hand; time.Time has no infinity, so OccurredAt or
+	// CreatedAt is then the zero time), and pgtype.Finite otherwise.
+	// Finite times are in UTC, of any year PostgreSQL stores.
+	OccurredAtInf, CreatedAtInf pgtype.InfinityModifier
 }
 
 // Cursor is a position in an aggregate's history: the events after it are
-// those with a greater (created_at, id). The zero Cursor is the beginning.
+// those with a greater (created_at, id). The zero Cursor is the beginning,
+// before every row (also those of year 1 or earlier, and '-infinity').
 type Cursor struct {
 	CreatedAt time.Time
-	ID        uuid.UUID
+	// CreatedAtInf marks a created_at of 'infinity' or '-infinity'.
+	CreatedAtInf pgtype.InfinityModifier
+	ID           uuid.UUID
 }
+
+// IsZero reports whether c is the beginning.
+func (c Cursor) IsZero() bool { return c == Cursor{} }
 
 // Cursor returns the position just after r. Store it with a snapshot of the
 // state folded so far and pass it to Load to continue from there.
-func (r Record) Cursor() Cursor { return Cursor{CreatedAt: r.CreatedAt, ID: r.ID} }
+func (r Record) Cursor() Cursor {
+	return Cursor{CreatedAt: r.CreatedAt, CreatedAtInf: r.CreatedAtInf, ID: r.ID}
+}
 
 // Load calls fn with every event of the aggregate after the cursor, in
 // (created_at, id) order, reading PageSize events per query. fn runs between
@@ -134,18 +151,20 @@ func (r Record) Cursor() Cursor { return Cursor{CreatedAt: r.CreatedAt, ID: r.ID
 // db is a pgx or database/sql handle. Each page is a separate query: run Load
 // in a REPEATABLE READ transaction for one consistent view of the history.
 func (l *Loader) Load(ctx context.Context, db sdk.Tx, aggregateType, aggregateID string, after Cursor, fn func(Record) error) error {
-	// The zero Cursor (year 1, nil id) is before every row.
 	page := make([]Record, 0, l.pageSize)
 	for {
 		page = page[:0]
-		err := dbx.Query(ctx, db, l.query,
-			[]any{aggregateType, aggregateID, after.CreatedAt, after.ID.String(), l.pageSize},
+		query, args := l.query, []any{aggregateType, aggregateID, pgtime.ToPG(after.CreatedAt, after.CreatedAtInf), after.ID.String(), l.pageSize}
+		if after.IsZero() {
+			query, args = l.first, []any{aggregateType, aggregateID, l.pageSize}
+		}
+		err := dbx.Query(ctx, db, query, args,
 			func(scan func(...any) error) error {
 				r, err := eventrow.Scan(scan)
 				if err != nil {
 					return err
 				}
-				page = append(page, Record{Event: r.Event, CreatedAt: r.CreatedAt})
+				page = append(page, Record{Event: r.Event, CreatedAt: r.CreatedAt, OccurredAtInf: r.OccurredAtInf, CreatedAtInf: r.CreatedAtInf})
 				return nil
 			})
 		if err != nil {

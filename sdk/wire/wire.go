@@ -41,12 +41,16 @@ const (
 	AttrAggregateType = "aggregatetype"
 	AttrSchemaVersion = "schemaversion"
 	AttrTenantID      = "tenantid"
+	// AttrOccurredAt carries occurred_at instead of time when RFC 3339
+	// cannot hold it: "infinity", "-infinity", or a year outside 0000-9999
+	// written with a sign and six year digits ("+294276-12-31T23:59:59.999999Z").
+	AttrOccurredAt = "occurredat"
 )
 
 // attrs are the attributes a binding's name functions answer without
 // allocating.
 var attrs = []string{AttrSpecVersion, AttrID, AttrSource, AttrType, AttrSubject, AttrTime,
-	AttrDataContentType, AttrDataSchema, AttrAggregateType, AttrSchemaVersion, AttrTenantID}
+	AttrDataContentType, AttrDataSchema, AttrAggregateType, AttrSchemaVersion, AttrTenantID, AttrOccurredAt}
 
 // prefixed maps each attribute in attrs to prefix+attribute.
 func prefixed(prefix string) map[string]string {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
-	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -17,17 +16,20 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/internal/pgtime"
 	"github.com/outboxrelay/outbox/sdk/history"
 )
 
 // eventView is one event as `outbox events` prints it.
 type eventView struct {
-	ID            string            `json:"id"`
-	CreatedAt     time.Time         `json:"created_at"`
-	OccurredAt    time.Time         `json:"occurred_at"`
+	ID string `json:"id"`
+	// CreatedAt and OccurredAt are in lossless text: RFC 3339 for the
+	// years 0000-9999, "infinity", "-infinity", "+294276-12-31T..." beyond.
+	CreatedAt     pgtime.Value      `json:"created_at"`
+	OccurredAt    pgtime.Value      `json:"occurred_at"`
 	EventType     string            `json:"event_type"`
 	SchemaVersion string            `json:"schema_version"`
-	DeliveredAt   *time.Time        `json:"delivered_at"`
+	DeliveredAt   *pgtime.Value     `json:"delivered_at"`
 	ContentType   string            `json:"content_type"`
 	TenantID      string            `json:"tenant_id,omitempty"`
 	Headers       map[string]string `json:"headers,omitempty"`
@@ -141,8 +143,10 @@ func loadEvents(ctx context.Context, tx pgx.Tx, schema, aggType, aggID string, a
 	table := pgident.Quote(schema) + ".events"
 	var cursor history.Cursor
 	if hasAfter {
+		var created pgtime.Value
 		err := tx.QueryRow(ctx, "SELECT created_at FROM "+table+" WHERE id = $1 AND aggregate_type = $2 AND aggregate_id = $3",
-			afterID, aggType, aggID).Scan(&cursor.CreatedAt)
+			afterID, aggType, aggID).Scan(&created)
+		cursor.CreatedAt, cursor.CreatedAtInf = created.Time, created.Inf
 		if errors.Is(err, pgx.ErrNoRows) {
 			return page, usageErr("pass an id printed for this aggregate (it may have been pruned since)",
 				"--after %s: no such event of %s:%s in schema %s", afterID, aggType, aggID, schema)
@@ -182,14 +186,14 @@ func loadEvents(ctx context.Context, tx pgx.Tx, schema, aggType, aggID string, a
 	for i, r := range recs {
 		ids[i] = r.ID
 	}
-	delivered := map[uuid.UUID]time.Time{}
+	delivered := map[uuid.UUID]pgtime.Value{}
 	rows, err := tx.Query(ctx, "SELECT id, delivered_at FROM "+table+" WHERE id = ANY($1) AND delivered_at IS NOT NULL", ids)
 	if err != nil {
 		return page, runtimeErr(fmt.Errorf("read delivery times: %w", err), "")
 	}
 	for rows.Next() {
 		var id uuid.UUID
-		var at time.Time
+		var at pgtime.Value
 		if err := rows.Scan(&id, &at); err != nil {
 			rows.Close()
 			return page, runtimeErr(fmt.Errorf("read delivery times: %w", err), "")
@@ -200,7 +204,8 @@ func loadEvents(ctx context.Context, tx pgx.Tx, schema, aggType, aggID string, a
 		return page, runtimeErr(fmt.Errorf("read delivery times: %w", err), "")
 	}
 	for _, r := range recs {
-		v := eventView{ID: r.ID.String(), CreatedAt: r.CreatedAt, OccurredAt: r.OccurredAt, EventType: r.EventType,
+		v := eventView{ID: r.ID.String(), CreatedAt: pgtime.Value{Time: r.CreatedAt, Inf: r.CreatedAtInf},
+			OccurredAt: pgtime.Value{Time: r.OccurredAt, Inf: r.OccurredAtInf}, EventType: r.EventType,
 			SchemaVersion: r.SchemaVersion, ContentType: r.ContentType, TenantID: r.TenantID, Headers: r.Headers}
 		if at, ok := delivered[r.ID]; ok {
 			v.DeliveredAt = &at
@@ -246,20 +251,28 @@ func payloadPreview(v eventView) string {
 	return s
 }
 
+// tableTime formats a timestamp for the table: to the millisecond in UTC,
+// or the lossless text when RFC 3339 cannot hold it.
+func tableTime(v pgtime.Value) string {
+	if !pgtime.RFC3339(v.Time, v.Inf) {
+		return v.String()
+	}
+	return v.Time.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
 func eventsTable(out io.Writer, page eventsPage) error {
 	if len(page.Events) == 0 {
 		_, err := fmt.Fprintf(out, "no events for %s:%s\n", page.AggregateType, page.AggregateID)
 		return err
 	}
-	const ts = "2006-01-02T15:04:05.000Z07:00"
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tCREATED_AT\tEVENT_TYPE\tVERSION\tDELIVERED_AT\tPAYLOAD")
 	for _, e := range page.Events {
 		delivered := "-"
 		if e.DeliveredAt != nil {
-			delivered = e.DeliveredAt.UTC().Format(ts)
+			delivered = tableTime(*e.DeliveredAt)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.CreatedAt.UTC().Format(ts), e.EventType, e.SchemaVersion, delivered, payloadPreview(e))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, tableTime(e.CreatedAt), e.EventType, e.SchemaVersion, delivered, payloadPreview(e))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -2,7 +2,9 @@ package rabbitmq
 
 import (
 	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/outboxrelay/outbox/relay"
@@ -34,10 +36,20 @@ func publishing(m *relay.Message) amqp.Publishing {
 		ContentType:  e.ContentType,
 		DeliveryMode: amqp.Persistent,
 		MessageId:    id,
-		Timestamp:    e.OccurredAt,
+		Timestamp:    timestamp(e),
 		Type:         e.EventType,
 		Body:         e.Payload,
 	}
+}
+
+// timestamp is the AMQP timestamp property: occurred_at in seconds, absent
+// (the zero time) for 'infinity' and '-infinity'; the cloudEvents_time or
+// cloudEvents_occurredat property carries the exact value.
+func timestamp(e *relay.Event) time.Time {
+	if e.OccurredAtInf != pgtype.Finite {
+		return time.Time{}
+	}
+	return e.OccurredAt
 }
 
 // route splits a destination into exchange and routing key at the first

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxrelay/outbox/relay"
@@ -95,6 +96,11 @@ func CheckMessage(t testing.TB, got Received, m *relay.Message) {
 			t.Errorf("%s: attribute %q missing (got %v)", e.ID, a.Name, got.Attributes)
 		} else if v != a.Value {
 			t.Errorf("%s: attribute %q: got %q, want %q", e.ID, a.Name, v, a.Value)
+		}
+	}
+	if relay.TimeAttribute(e).Name != relay.CETime {
+		if v, ok := got.Attributes[relay.CETime]; ok {
+			t.Errorf("%s: attribute time = %q present for an occurred_at RFC 3339 cannot hold", e.ID, v)
 		}
 	}
 	if e.TenantID == "" {
@@ -256,7 +262,14 @@ func testEnvelope(t *testing.T, h Harness) {
 	}
 	proto.Event.Headers = proto.Headers
 
-	msgs := []*relay.Message{full, bare, odd, proto}
+	// occurred_at that RFC 3339 cannot hold: the occurredat attribute
+	// carries it instead of time.
+	forever := NewMessage(dest, "forever", 0)
+	forever.Event.OccurredAt, forever.Event.OccurredAtInf = time.Time{}, pgtype.Infinity
+	far := NewMessage(dest, "far", 0)
+	far.Event.OccurredAt = time.Date(294276, 12, 31, 23, 59, 59, 999999000, time.UTC)
+
+	msgs := []*relay.Message{full, bare, odd, proto, forever, far}
 	Publish(t, s, msgs)
 	got := consume(t, h, dest, len(msgs))
 	want := index(msgs)

@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"sync"
-	"time"
 	"unicode/utf8"
 
 	"github.com/outboxrelay/outbox/relay"
@@ -43,12 +42,16 @@ func New(w io.Writer, cfg Config) *Sink {
 
 // Line is the JSON object written per event.
 type Line struct {
-	SpecVersion     string            `json:"specversion"`
-	ID              string            `json:"id"`
-	Source          string            `json:"source"`
-	Type            string            `json:"type"`
-	Subject         string            `json:"subject"`
-	Time            string            `json:"time"`
+	SpecVersion string `json:"specversion"`
+	ID          string `json:"id"`
+	Source      string `json:"source"`
+	Type        string `json:"type"`
+	Subject     string `json:"subject"`
+	// Time is occurred_at in RFC 3339; for 'infinity' or a year outside
+	// 0000-9999 it is absent and OccurredAt carries the value
+	// (relay.TimeAttribute).
+	Time            string            `json:"time,omitempty"`
+	OccurredAt      string            `json:"occurredat,omitempty"`
 	DataContentType string            `json:"datacontenttype"`
 	AggregateType   string            `json:"aggregatetype"`
 	SchemaVersion   string            `json:"schemaversion"`
@@ -66,8 +69,13 @@ type Line struct {
 func Encode(m *relay.Message) Line {
 	e := m.Event
 	l := Line{SpecVersion: "1.0", ID: e.ID.String(), Source: m.Source, Type: e.EventType, Subject: e.AggregateID,
-		Time: e.OccurredAt.UTC().Format(time.RFC3339Nano), DataContentType: e.ContentType, AggregateType: e.AggregateType,
+		DataContentType: e.ContentType, AggregateType: e.AggregateType,
 		SchemaVersion: e.SchemaVersion, TenantID: e.TenantID, Route: m.Route, Destination: m.Destination, Headers: m.Headers}
+	if a := relay.TimeAttribute(e); a.Name == relay.CETime {
+		l.Time = a.Value
+	} else {
+		l.OccurredAt = a.Value
+	}
 	if utf8.Valid(e.Payload) && json.Valid(e.Payload) {
 		l.Data = e.Payload
 	} else {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
+
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
@@ -59,6 +61,12 @@ func TestContract(t *testing.T) {
 					if l.TenantID != "" {
 						r.Attributes["tenantid"] = l.TenantID
 					}
+					if l.Time == "" {
+						delete(r.Attributes, "time")
+					}
+					if l.OccurredAt != "" {
+						r.Attributes["occurredat"] = l.OccurredAt
+					}
 					if r.Headers == nil {
 						r.Headers = map[string]string{}
 					}
@@ -101,5 +109,38 @@ func TestLineFormat(t *testing.T) {
 	s.Close()
 	if errs := s.Publish(context.Background(), []*relay.Message{m}); errs == nil || relay.Permanent(errs[0]) {
 		t.Errorf("publish after close: %v, want a transient error", errs)
+	}
+}
+
+// TestLineTimes: occurred_at is "time" when RFC 3339 holds it, else
+// "occurredat" (and no "time"); every value encodes (json.Marshal fails on
+// a time.Time outside the years 0000-9999).
+func TestLineTimes(t *testing.T) {
+	for _, c := range []struct {
+		at   time.Time
+		inf  pgtype.InfinityModifier
+		want string
+	}{
+		{time.Date(2026, 3, 1, 12, 0, 0, 0, time.FixedZone("X", 3600)), 0, `"time":"2026-03-01T11:00:00Z"`},
+		{time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), 0, `"time":"0001-01-01T00:00:00Z"`},
+		{time.Date(-4712, 1, 1, 0, 0, 0, 0, time.UTC), 0, `"occurredat":"-004712-01-01T00:00:00Z"`},
+		{time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), 0, `"occurredat":"+010000-01-01T00:00:00Z"`},
+		{time.Time{}, pgtype.Infinity, `"occurredat":"infinity"`},
+		{time.Time{}, pgtype.NegativeInfinity, `"occurredat":"-infinity"`},
+	} {
+		m := sinktest.NewMessage("d", "k", 0)
+		m.Event.OccurredAt, m.Event.OccurredAtInf = c.at, c.inf
+		var b bytes.Buffer
+		s := New(&b, Config{})
+		if errs := s.Publish(context.Background(), []*relay.Message{m}); errs != nil {
+			t.Fatalf("%s: %v", c.want, errs)
+		}
+		line := b.String()
+		if !strings.Contains(line, c.want) {
+			t.Errorf("line %s lacks %s", line, c.want)
+		}
+		if strings.Contains(c.want, "occurredat") && strings.Contains(line, `"time"`) {
+			t.Errorf("line %s has a time member too", line)
+		}
 	}
 }

@@ -5,21 +5,35 @@ package eventrow
 import (
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/outboxrelay/outbox/sdk"
 )
 
-// Columns is the select list Scan expects, in order.
-const Columns = "id, aggregate_type, aggregate_id, event_type, schema_version, payload, content_type, headers::text, tenant_id, occurred_at, created_at"
+// Columns is the select list Scan expects, in order. Each timestamp comes
+// as its finite value (NULL for 'infinity' and '-infinity') and which
+// infinity it is (1, -1, 0 when finite), which every driver reads.
+const Columns = "id, aggregate_type, aggregate_id, event_type, schema_version, payload, content_type, headers::text, tenant_id, " +
+	"CASE WHEN isfinite(occurred_at) THEN occurred_at END, CASE occurred_at WHEN 'infinity' THEN 1 WHEN '-infinity' THEN -1 ELSE 0 END, " +
+	"CASE WHEN isfinite(created_at) THEN created_at END, CASE created_at WHEN 'infinity' THEN 1 WHEN '-infinity' THEN -1 ELSE 0 END"
 
 // Row is one event row.
 type Row struct {
 	Event     sdk.Event
 	CreatedAt time.Time
+	// OccurredAtInf and CreatedAtInf are pgtype.Infinity or
+	// pgtype.NegativeInfinity when the column holds 'infinity' or
+	// '-infinity' (Event.OccurredAt or CreatedAt is then the zero time).
+	OccurredAtInf, CreatedAtInf pgtype.InfinityModifier
 }
 
 // Scan reads one row selected with Columns.
@@ -30,11 +44,16 @@ func Scan(scan func(dest ...any) error) (Row, error) {
 		headers string
 		tenant  sql.NullString
 		id      uuid.UUID
+
+		occurred, created       sql.NullTime
+		occurredInf, createdInf int64
 	)
 	if err := scan(&id, &e.AggregateType, &e.AggregateID, &e.EventType, &e.SchemaVersion,
-		&e.Payload, &e.ContentType, &headers, &tenant, &e.OccurredAt, &r.CreatedAt); err != nil {
+		&e.Payload, &e.ContentType, &headers, &tenant, &occurred, &occurredInf, &created, &createdInf); err != nil {
 		return r, err
 	}
+	e.OccurredAt, r.CreatedAt = occurred.Time.UTC(), created.Time.UTC()
+	r.OccurredAtInf, r.CreatedAtInf = pgtype.InfinityModifier(occurredInf), pgtype.InfinityModifier(createdInf)
 	e.ID = id
 	e.TenantID = tenant.String
 	if headers != "" && headers != "{}" {
@@ -48,14 +67,35 @@ func Scan(scan func(dest ...any) error) (Row, error) {
 }
 
 // Headers decodes the headers column. Values that are not strings (rows
-// inserted by hand) are kept as their JSON text.
+// inserted by hand) are kept as their JSON text. Anything but a JSON object
+// is an error, and so is a header whose name or value is not valid UTF-8
+// (possible in a SQL_ASCII database), naming the header.
 func Headers(b []byte) (map[string]string, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(b, &raw); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			return nil, fmt.Errorf("headers: a JSON %s, want an object of strings", ute.Value)
+		}
 		return nil, fmt.Errorf("headers: %w", err)
 	}
 	if len(raw) == 0 {
 		return nil, nil
+	}
+	if !utf8.Valid(b) {
+		// encoding/json keeps a raw value's bytes and replaces those that
+		// are not UTF-8 in a name with U+FFFD.
+		names := slices.Sorted(maps.Keys(raw))
+		for _, k := range names {
+			if !utf8.Valid(raw[k]) {
+				return nil, fmt.Errorf("headers: header %q: the value is not valid UTF-8", k)
+			}
+		}
+		for _, k := range names {
+			if strings.ContainsRune(k, utf8.RuneError) {
+				return nil, fmt.Errorf("headers: header %q: the name is not valid UTF-8", k)
+			}
+		}
 	}
 	h := make(map[string]string, len(raw))
 	for k, v := range raw {
