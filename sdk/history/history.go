@@ -25,10 +25,10 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/internal/dbx"
 	"github.com/outboxrelay/outbox/sdk/internal/eventrow"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
 // IndexName is the name of the index history reads through.
@@ -41,7 +41,7 @@ func IndexSQL(schema string, concurrently bool) string {
 	if concurrently {
 		c = "CONCURRENTLY "
 	}
-	return "CREATE INDEX " + c + "IF NOT EXISTS " + IndexName + " ON " + pgident.Quote(schema) +
+	return "CREATE INDEX " + c + "IF NOT EXISTS " + IndexName + " ON " + outboxschema.Quote(schema) +
 		".events (aggregate_type, aggregate_id, created_at, id)"
 }
 
@@ -53,7 +53,7 @@ func IndexSQL(schema string, concurrently bool) string {
 // The index costs writers: in BenchmarkHistoryIndexCost WriteBatch of 100
 // events was about 25% slower with it.
 func CreateIndex(ctx context.Context, db sdk.Tx, schema string) error {
-	if err := pgident.Validate("schema", schema); err != nil {
+	if err := outboxschema.ValidateName("schema", schema); err != nil {
 		return fmt.Errorf("history: %w", err)
 	}
 	if _, err := dbx.Exec(ctx, db, IndexSQL(schema, true)); err != nil {
@@ -67,7 +67,7 @@ func CreateIndex(ctx context.Context, db sdk.Tx, schema string) error {
 		return fmt.Errorf("history: check index: %w", err)
 	}
 	if !valid {
-		return fmt.Errorf("history: index %s.%s is invalid (an interrupted concurrent build): DROP INDEX %s.%s and run again", schema, IndexName, pgident.Quote(schema), IndexName)
+		return fmt.Errorf("history: index %s.%s is invalid (an interrupted concurrent build): DROP INDEX %s.%s and run again", schema, IndexName, outboxschema.Quote(schema), IndexName)
 	}
 	return nil
 }
@@ -94,7 +94,7 @@ func New(cfg *Config) (*Loader, error) {
 	}
 	c.Schema = cmp.Or(c.Schema, "outbox")
 	c.PageSize = cmp.Or(c.PageSize, 500)
-	if err := pgident.Validate("Schema", c.Schema); err != nil {
+	if err := outboxschema.ValidateName("Schema", c.Schema); err != nil {
 		return nil, fmt.Errorf("history: config: %w", err)
 	}
 	if c.PageSize < 1 {
@@ -102,7 +102,7 @@ func New(cfg *Config) (*Loader, error) {
 	}
 	return &Loader{
 		pageSize: c.PageSize,
-		query: "SELECT " + eventrow.Columns + " FROM " + pgident.Quote(c.Schema) + ".events" +
+		query: "SELECT " + eventrow.Columns + " FROM " + outboxschema.Quote(c.Schema) + ".events" +
 			" WHERE aggregate_type = $1 AND aggregate_id = $2 AND (created_at, id) > ($3, $4::uuid)" +
 			" ORDER BY created_at, id LIMIT $5",
 	}, nil
