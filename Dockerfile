@@ -1,7 +1,9 @@
 # The relay image: a static outbox binary on a small base.
 FROM golang:1.26 AS build
 WORKDIR /src
-COPY go.mod go.sum ./
+# The SDK is a module of its own (sdk/go.mod), joined to the relay's by go.work.
+COPY go.mod go.sum go.work go.work.sum ./
+COPY sdk/go.mod sdk/go.sum ./sdk/
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/outbox ./cmd/outbox

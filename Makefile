@@ -1,7 +1,8 @@
 # Run `make help` for the targets.
 SHELL := /bin/bash
 GO    ?= go
-PKGS  ?= ./...
+# The relay, CLI and tests (root module) and the SDK (sdk/go.mod), joined by go.work.
+PKGS  ?= ./... ./sdk/...
 
 .PHONY: help demo test test-short vet fmt build services-up services-down bench chaos fuzz clean
 
@@ -19,15 +20,19 @@ build: ## build bin/outbox
 
 test: services-up ## every test (-race) against real PostgreSQL, NATS, RabbitMQ, Redis; Kafka in-process
 	@set -a; eval "$$(scripts/services.sh env)"; set +a; \
-	OUTBOX_TEST_REQUIRE_SERVICES=1 $(GO) test -race -count=1 -timeout 30m $(PKGS)
+	OUTBOX_TEST_REQUIRE_SERVICES=1 $(GO) test -race -count=1 -timeout 30m $(PKGS) && \
+	echo "sdk module alone, at the minimum versions its go.mod requires (GOWORK=off):" && \
+	cd sdk && GOWORK=off OUTBOX_TEST_REQUIRE_SERVICES=1 $(GO) test -race -count=1 -timeout 10m ./...
 
 test-short: services-up ## the tests without -race, faster
 	@set -a; eval "$$(scripts/services.sh env)"; set +a; \
 	OUTBOX_TEST_REQUIRE_SERVICES=1 $(GO) test -count=1 -timeout 30m $(PKGS)
 
 fuzz: ## run each fuzz target briefly (FUZZTIME, default 10s each)
-	@for t in FuzzParseConfig FuzzDestination FuzzDecodeInsert FuzzDecodeHeaders; do \
-		echo "fuzz $$t"; $(GO) test ./relay -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-10s} || exit 1; \
+	@for pt in relay:FuzzParseConfig relay:FuzzDestination relay:FuzzDecodeInsert relay:FuzzDecodeHeaders \
+		dlq:FuzzGlobRegexp sdk/wire:FuzzNATSEncoding; do \
+		p=$${pt%%:*}; t=$${pt#*:}; echo "fuzz $$p $$t"; \
+		$(GO) test ./$$p -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-10s} || exit 1; \
 	done
 
 chaos: services-up ## the chaos test for longer (CHAOS_SECONDS, default 300)
@@ -36,7 +41,8 @@ chaos: services-up ## the chaos test for longer (CHAOS_SECONDS, default 300)
 
 vet: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	$(GO) vet $(PKGS)
+	cd sdk && GOWORK=off $(GO) vet ./...
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')

@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
-	"github.com/outboxrelay/outbox/internal/pgtime"
+	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
 // Status is a dead letter's replay status.

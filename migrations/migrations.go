@@ -8,21 +8,16 @@
 package migrations
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
-	"embed"
-	"errors"
 	"fmt"
 	"hash/fnv"
-	"io/fs"
 	"log/slog"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 	"testing/fstest"
-	"text/template"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -30,10 +25,8 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
-
-//go:embed sql/*.sql
-var files embed.FS
 
 // VersionTable is the table, inside the outbox schema, that records applied versions.
 const VersionTable = "schema_migrations"
@@ -212,16 +205,7 @@ func (m *Migrator) Pending(ctx context.Context) (bool, error) {
 }
 
 // Latest is the newest version this build knows.
-func Latest() int64 {
-	names, _ := fs.Glob(files, "sql/*.sql")
-	var v int64
-	for _, n := range names {
-		var x int64
-		fmt.Sscanf(path.Base(n), "%d_", &x)
-		v = max(v, x)
-	}
-	return v
-}
+func Latest() int64 { return outboxschema.Latest() }
 
 func (m *Migrator) results(res []*goose.MigrationResult) []Result {
 	out := make([]Result, 0, len(res))
@@ -247,85 +231,34 @@ func SQL(cfg *Config, down bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rendered, err := render(c)
+	ms, err := outboxschema.Migrations(c.Schema, c.Publication)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("migrations: %w", err)
 	}
-	names := make([]string, 0, len(rendered))
-	for n := range rendered {
-		names = append(names, n)
-	}
-	sort.Strings(names)
 	if down {
-		sort.Sort(sort.Reverse(sort.StringSlice(names)))
+		slices.Reverse(ms)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "-- outbox schema %q, publication %q\n", c.Schema, c.Publication)
-	for _, n := range names {
-		up, dn := splitGoose(string(rendered[n].Data))
-		part := up
+	for _, m := range ms {
+		part, dir := m.Up(), "up"
 		if down {
-			part = dn
+			part, dir = m.Down(), "down"
 		}
-		fmt.Fprintf(&b, "\n-- %s (%s)\n%s\n", n, map[bool]string{false: "up", true: "down"}[down], strings.TrimSpace(part))
+		fmt.Fprintf(&b, "\n-- %s (%s)\n%s\n", m.Name, dir, strings.TrimSpace(part))
 	}
 	return b.String(), nil
 }
 
-// splitGoose separates a goose SQL file into its up and down parts, dropping the
-// goose annotations.
-func splitGoose(src string) (up, down string) {
-	var cur *strings.Builder
-	var u, d strings.Builder
-	for line := range strings.Lines(src) {
-		t := strings.TrimSpace(line)
-		switch {
-		case strings.HasPrefix(t, "-- +goose Up"):
-			cur = &u
-			continue
-		case strings.HasPrefix(t, "-- +goose Down"):
-			cur = &d
-			continue
-		case strings.HasPrefix(t, "-- +goose"):
-			continue
-		}
-		if cur != nil {
-			cur.WriteString(line)
-		}
-	}
-	return u.String(), d.String()
-}
-
+// render gives goose the migrations rendered for c's schema and publication.
 func render(c Config) (fstest.MapFS, error) {
-	data := struct{ Schema, Publication string }{
-		Schema:      pgident.Quote(c.Schema),
-		Publication: pgident.Quote(c.Publication),
+	ms, err := outboxschema.Migrations(c.Schema, c.Publication)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
 	}
 	out := fstest.MapFS{}
-	err := fs.WalkDir(files, "sql", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		src, err := files.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		t, err := template.New(p).Option("missingkey=error").Parse(string(src))
-		if err != nil {
-			return err
-		}
-		var b bytes.Buffer
-		if err := t.Execute(&b, data); err != nil {
-			return err
-		}
-		out[path.Base(p)] = &fstest.MapFile{Data: b.Bytes(), Mode: 0o444}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("migrations: render: %w", err)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("migrations: no embedded migrations")
+	for _, m := range ms {
+		out[m.Name] = &fstest.MapFile{Data: []byte(m.Source), Mode: 0o444}
 	}
 	return out, nil
 }

@@ -1,7 +1,7 @@
 package relay
 
 import (
-	"github.com/outboxrelay/outbox/internal/pgtime"
+	"github.com/outboxrelay/outbox/sdk/pgtime"
 
 	"github.com/outboxrelay/outbox/sdk/wire"
 )

@@ -18,7 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/outboxrelay/outbox/internal/pgtime"
+	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
 // ErrDecode marks a replication message the relay cannot decode.
@@ -315,7 +315,7 @@ func decodeTime(b []byte, kind byte) (time.Time, pgtype.InfinityModifier, error)
 	case 'b':
 		return pgtime.DecodeBinary(b)
 	case 't':
-		return pgtime.DecodeText(b)
+		return decodeTimeText(b)
 	}
 	return time.Time{}, pgtype.Finite, nil
 }
@@ -390,4 +390,17 @@ func scanFlatObject(b []byte) (map[string]string, bool) {
 		}
 		i++
 	}
+}
+
+// decodeTimeText decodes a timestamptz in PostgreSQL's text format (ISO
+// DateStyle, any time zone, "BC", "infinity"), in UTC. pgx reads years past
+// 9999 and BC dates in text from v5.9 on; the relay requires a newer pgx than
+// the SDK's minimum, so this lives here and not in sdk/pgtime.
+func decodeTimeText(b []byte) (time.Time, pgtype.InfinityModifier, error) {
+	var ts pgtype.Timestamptz
+	if err := ts.Scan(string(b)); err != nil {
+		return time.Time{}, pgtype.Finite, err
+	}
+	t, inf := pgtime.FromPG(ts)
+	return t, inf, nil
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/outboxrelay/outbox/internal/pgtime"
+	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
 // col is one column of a test insert: kind 'b', 't', 'n' or 'u'.
@@ -327,5 +327,23 @@ func TestDecodeInsertBadValues(t *testing.T) {
 	if err := decodeInsert(textTimeInsert("yesterday-ish", "2026-11-27 08:00:00+00"), testRelation(), &ev); err != nil || ev.decodeErr == nil ||
 		!strings.Contains(ev.decodeErr.Error(), "occurred_at") {
 		t.Errorf("unparseable text timestamp: err %v, decode error %v", err, ev.decodeErr)
+	}
+}
+
+// TestDecodeTimeText reads timestamptz text of every range PostgreSQL writes.
+func TestDecodeTimeText(t *testing.T) {
+	for in, want := range map[string]string{
+		"infinity":                        "infinity",
+		"-infinity":                       "-infinity",
+		"2026-03-01 12:00:00.5+01":        "2026-03-01T11:00:00.5Z",
+		"0001-01-01 00:00:00+00":          "0001-01-01T00:00:00Z",
+		"10000-01-01 00:00:00+00":         "+010000-01-01T00:00:00Z",
+		"294276-12-31 23:59:59.999999+00": "+294276-12-31T23:59:59.999999Z",
+		"4714-11-24 00:00:00+00 BC":       "-004713-11-24T00:00:00Z",
+	} {
+		tm, inf, err := decodeTimeText([]byte(in))
+		if got := pgtime.Format(tm, inf); err != nil || got != want {
+			t.Errorf("decodeTimeText(%q) = %q, %v; want %q", in, got, err, want)
+		}
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
-	"github.com/outboxrelay/outbox/internal/pgtime"
+	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
 // marker marks finished rows delivered (or deletes them), one statement per

@@ -9,9 +9,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/history"
+	"github.com/outboxrelay/outbox/sdk/internal/testdb"
 )
 
 // payload300 is a 300-byte JSON payload, the size the field notes measured.
@@ -21,8 +21,8 @@ func benchEvent() sdk.Event {
 	return sdk.Event{AggregateType: "order", AggregateID: "42", EventType: "order.created", Payload: payload300}
 }
 
-func benchSetup(b *testing.B) (*testutil.Outbox, *sdk.Writer) {
-	ob := testutil.NewOutbox(b)
+func benchSetup(b *testing.B) (*testdb.Outbox, *sdk.Writer) {
+	ob := testdb.New(b)
 	w, err := sdk.New(&sdk.Config{Schema: ob.Schema})
 	if err != nil {
 		b.Fatal(err)
@@ -31,7 +31,7 @@ func benchSetup(b *testing.B) (*testutil.Outbox, *sdk.Writer) {
 }
 
 // inTx runs op b.N times in transactions of up to per ops each.
-func inTx(b *testing.B, ob *testutil.Outbox, per int, op func(tx pgx.Tx)) {
+func inTx(b *testing.B, ob *testdb.Outbox, per int, op func(tx pgx.Tx)) {
 	ctx := context.Background()
 	conn, err := ob.Pool.Acquire(ctx)
 	if err != nil {

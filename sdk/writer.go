@@ -9,8 +9,8 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
 	"github.com/outboxrelay/outbox/sdk/internal/dbx"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
 // Tx is the transaction an event is written in. It is one of:
@@ -62,7 +62,7 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.Propagator == nil {
 		cfg.Propagator = propagation.TraceContext{}
 	}
-	if err := pgident.Validate("Schema", cfg.Schema); err != nil {
+	if err := outboxschema.ValidateName("Schema", cfg.Schema); err != nil {
 		return cfg, fmt.Errorf("sdk: config: %w", err)
 	}
 	if cfg.MaxPayloadBytes < 0 {
@@ -89,7 +89,7 @@ func New(cfg *Config) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	table := pgident.Quote(c.Schema) + ".events"
+	table := outboxschema.Quote(c.Schema) + ".events"
 	const cols = "id, aggregate_type, aggregate_id, event_type, schema_version, payload, content_type, headers, tenant_id, occurred_at"
 	return &Writer{
 		cfg:       c,

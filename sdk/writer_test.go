@@ -15,23 +15,23 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/internal/eventrow"
 	"github.com/outboxrelay/outbox/sdk/internal/exampledb"
+	"github.com/outboxrelay/outbox/sdk/internal/testdb"
 )
 
 func TestMain(m *testing.M) { exampledb.Main(m) }
 
 type bundle struct {
-	ob *testutil.Outbox
+	ob *testdb.Outbox
 	w  *sdk.Writer
 	db *sql.DB
 }
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	ob := testutil.NewOutbox(t)
+	ob := testdb.New(t)
 	w, err := sdk.New(&sdk.Config{Schema: ob.Schema})
 	if err != nil {
 		t.Fatal(err)

@@ -26,11 +26,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
-	"github.com/outboxrelay/outbox/internal/pgtime"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/internal/dbx"
 	"github.com/outboxrelay/outbox/sdk/internal/eventrow"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
+	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
 // IndexName is the name of the index history reads through.
@@ -43,7 +43,7 @@ func IndexSQL(schema string, concurrently bool) string {
 	if concurrently {
 		c = "CONCURRENTLY "
 	}
-	return "CREATE INDEX " + c + "IF NOT EXISTS " + IndexName + " ON " + pgident.Quote(schema) +
+	return "CREATE INDEX " + c + "IF NOT EXISTS " + IndexName + " ON " + outboxschema.Quote(schema) +
 		".events (aggregate_type, aggregate_id, created_at, id)"
 }
 
@@ -55,7 +55,7 @@ func IndexSQL(schema string, concurrently bool) string {
 // The index costs writers: in BenchmarkHistoryIndexCost WriteBatch of 100
 // events was about 25% slower with it.
 func CreateIndex(ctx context.Context, db sdk.Tx, schema string) error {
-	if err := pgident.Validate("schema", schema); err != nil {
+	if err := outboxschema.ValidateName("schema", schema); err != nil {
 		return fmt.Errorf("history: %w", err)
 	}
 	if _, err := dbx.Exec(ctx, db, IndexSQL(schema, true)); err != nil {
@@ -69,7 +69,7 @@ func CreateIndex(ctx context.Context, db sdk.Tx, schema string) error {
 		return fmt.Errorf("history: check index: %w", err)
 	}
 	if !valid {
-		return fmt.Errorf("history: index %s.%s is invalid (an interrupted concurrent build): DROP INDEX %s.%s and run again", schema, IndexName, pgident.Quote(schema), IndexName)
+		return fmt.Errorf("history: index %s.%s is invalid (an interrupted concurrent build): DROP INDEX %s.%s and run again", schema, IndexName, outboxschema.Quote(schema), IndexName)
 	}
 	return nil
 }
@@ -97,13 +97,13 @@ func New(cfg *Config) (*Loader, error) {
 	}
 	c.Schema = cmp.Or(c.Schema, "outbox")
 	c.PageSize = cmp.Or(c.PageSize, 500)
-	if err := pgident.Validate("Schema", c.Schema); err != nil {
+	if err := outboxschema.ValidateName("Schema", c.Schema); err != nil {
 		return nil, fmt.Errorf("history: config: %w", err)
 	}
 	if c.PageSize < 1 {
 		return nil, fmt.Errorf("history: config: PageSize is %d, must be positive (0 means the default, 500)", c.PageSize)
 	}
-	from := "SELECT " + eventrow.Columns + " FROM " + pgident.Quote(c.Schema) + ".events WHERE aggregate_type = $1 AND aggregate_id = $2"
+	from := "SELECT " + eventrow.Columns + " FROM " + outboxschema.Quote(c.Schema) + ".events WHERE aggregate_type = $1 AND aggregate_id = $2"
 	return &Loader{
 		pageSize: c.PageSize,
 		first:    from + " ORDER BY created_at, id LIMIT $3",

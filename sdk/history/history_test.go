@@ -14,10 +14,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/history"
 	"github.com/outboxrelay/outbox/sdk/internal/exampledb"
+	"github.com/outboxrelay/outbox/sdk/internal/testdb"
 )
 
 func TestMain(m *testing.M) { exampledb.Main(m) }
@@ -106,9 +106,9 @@ func generate(rng *rand.Rand, id string, n int) ([]sdk.Event, order) {
 	return events, state
 }
 
-func setup(t *testing.T) (*testutil.Outbox, *sdk.Writer) {
+func setup(t *testing.T) (*testdb.Outbox, *sdk.Writer) {
 	t.Helper()
-	ob := testutil.NewOutbox(t)
+	ob := testdb.New(t)
 	if err := history.CreateIndex(context.Background(), ob.Pool, ob.Schema); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestConfig(t *testing.T) {
 // languages) read back like the SDK's, defaults filled in by PostgreSQL.
 func TestPlainSQLRows(t *testing.T) {
 	t.Parallel()
-	ob := testutil.NewOutbox(t)
+	ob := testdb.New(t)
 	ctx := context.Background()
 	// Two transactions: within one, ids made by uuid_generate_v7() in the
 	// same millisecond have no defined order.

@@ -7,9 +7,9 @@ import (
 
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/outboxrelay/outbox/internal/pgtime"
-	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/sdk/history"
+	"github.com/outboxrelay/outbox/sdk/internal/testdb"
+	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
 // TestTimestampsOfAnyYear: rows with created_at and occurred_at at the
@@ -17,7 +17,7 @@ import (
 // time (the cursor crosses them), through pgx and database/sql.
 func TestTimestampsOfAnyYear(t *testing.T) {
 	t.Parallel()
-	ob := testutil.NewOutbox(t)
+	ob := testdb.New(t)
 	ctx := context.Background()
 	// In created_at order, with what the Record says: the lossless text
 	// of created_at and occurred_at.

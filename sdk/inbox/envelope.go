@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/outboxrelay/outbox/sdk"
+	"github.com/outboxrelay/outbox/sdk/pgtime"
 	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
@@ -24,6 +26,7 @@ const (
 	attrType          = wire.AttrType
 	attrSubject       = wire.AttrSubject
 	attrTime          = wire.AttrTime
+	attrOccurredAt    = wire.AttrOccurredAt
 	attrAggregateType = wire.AttrAggregateType
 	attrSchemaVersion = wire.AttrSchemaVersion
 	attrTenantID      = wire.AttrTenantID
@@ -69,6 +72,11 @@ type Envelope struct {
 	Source string
 	// SpecVersion is the CloudEvents spec version, "1.0".
 	SpecVersion string
+	// OccurredAtInf is pgtype.Infinity or pgtype.NegativeInfinity when the
+	// event's occurred_at is 'infinity' or '-infinity' (OccurredAt is then
+	// zero), and pgtype.Finite otherwise. The relay sends such a value, and
+	// years outside 0000-9999, in the occurredat attribute instead of time.
+	OccurredAtInf pgtype.InfinityModifier
 }
 
 // TraceContext returns ctx carrying the remote span context found in the
@@ -135,6 +143,12 @@ func (b *builder) build() (Envelope, error) {
 			return env, &MessageError{Field: "time", Reason: fmt.Sprintf("%q is not an RFC 3339 timestamp", t)}
 		}
 		e.OccurredAt = ts
+	} else if t := b.attrs[attrOccurredAt]; t != "" {
+		ts, inf, err := pgtime.Parse(t)
+		if err != nil {
+			return env, &MessageError{Field: attrOccurredAt, Reason: err.Error()}
+		}
+		e.OccurredAt, env.OccurredAtInf = ts, inf
 	}
 	// The binding's content-type field, else a datacontenttype attribute
 	// (which the Kafka and AMQP bindings do not use, but a producer may
@@ -146,7 +160,7 @@ func (b *builder) build() (Envelope, error) {
 	// name, unless a plain header of that name was present.
 	for k, v := range b.attrs {
 		switch k {
-		case attrSpecVersion, attrID, attrSource, attrType, attrSubject, attrTime, attrAggregateType, attrSchemaVersion, attrTenantID, attrDataContentType:
+		case attrSpecVersion, attrID, attrSource, attrType, attrSubject, attrTime, attrOccurredAt, attrAggregateType, attrSchemaVersion, attrTenantID, attrDataContentType:
 			continue
 		}
 		if _, set := b.headers[k]; !set {

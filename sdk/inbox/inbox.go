@@ -24,9 +24,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/internal/dbx"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
 // Table is the inbox table's name inside the configured schema.
@@ -52,12 +52,12 @@ func New(cfg *Config) (*Inbox, error) {
 		c = *cfg
 	}
 	c.Schema = cmp.Or(c.Schema, "outbox")
-	if err := pgident.Validate("Schema", c.Schema); err != nil {
+	if err := outboxschema.ValidateName("Schema", c.Schema); err != nil {
 		return nil, fmt.Errorf("inbox: config: %w", err)
 	}
 	return &Inbox{
 		schema: c.Schema,
-		insert: "INSERT INTO " + pgident.Quote(c.Schema) + "." + Table + " (consumer, event_id) VALUES ($1, $2::uuid) ON CONFLICT DO NOTHING",
+		insert: "INSERT INTO " + outboxschema.Quote(c.Schema) + "." + Table + " (consumer, event_id) VALUES ($1, $2::uuid) ON CONFLICT DO NOTHING",
 	}, nil
 }
 
@@ -68,7 +68,7 @@ func SQL(cfg *Config) (up, down string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	s := pgident.Quote(ib.schema)
+	s := outboxschema.Quote(ib.schema)
 	h := fnv.New64a()
 	h.Write([]byte("outbox.inbox." + ib.schema))
 	up = fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d);
@@ -136,7 +136,7 @@ func Handle[T sdk.Tx](ctx context.Context, ib *Inbox, tx T, consumer string, eve
 func (ib *Inbox) Processed(ctx context.Context, db sdk.Tx, consumer string, eventID uuid.UUID) (bool, error) {
 	var found bool
 	err := dbx.Query(ctx, db,
-		"SELECT EXISTS (SELECT 1 FROM "+pgident.Quote(ib.schema)+"."+Table+" WHERE consumer = $1 AND event_id = $2::uuid)",
+		"SELECT EXISTS (SELECT 1 FROM "+outboxschema.Quote(ib.schema)+"."+Table+" WHERE consumer = $1 AND event_id = $2::uuid)",
 		[]any{consumer, eventID.String()}, func(scan func(...any) error) error { return scan(&found) })
 	if err != nil {
 		return false, fmt.Errorf("inbox: %w", err)
@@ -150,8 +150,8 @@ func (ib *Inbox) Processed(ctx context.Context, db sdk.Tx, consumer string, even
 // outages): a pruned id is applied again if its event comes back.
 func (ib *Inbox) Prune(ctx context.Context, db sdk.Tx, olderThan time.Duration, batchSize int) (int64, error) {
 	batchSize = cmp.Or(batchSize, 1000)
-	q := "DELETE FROM " + pgident.Quote(ib.schema) + "." + Table + " WHERE ctid IN (SELECT ctid FROM " +
-		pgident.Quote(ib.schema) + "." + Table + " WHERE processed_at < $1 LIMIT $2)"
+	q := "DELETE FROM " + outboxschema.Quote(ib.schema) + "." + Table + " WHERE ctid IN (SELECT ctid FROM " +
+		outboxschema.Quote(ib.schema) + "." + Table + " WHERE processed_at < $1 LIMIT $2)"
 	cutoff := time.Now().Add(-olderThan)
 	var total int64
 	for {

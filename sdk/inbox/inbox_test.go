@@ -16,17 +16,18 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/outboxrelay/outbox/internal/testutil"
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/inbox"
 	"github.com/outboxrelay/outbox/sdk/internal/exampledb"
+	"github.com/outboxrelay/outbox/sdk/internal/testdb"
+	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
 func TestMain(m *testing.M) { exampledb.Main(m) }
 
-func setup(t *testing.T) (*testutil.Outbox, *inbox.Inbox) {
+func setup(t *testing.T) (*testdb.Outbox, *inbox.Inbox) {
 	t.Helper()
-	ob := testutil.NewOutbox(t)
+	ob := testdb.New(t)
 	ib, err := inbox.New(&inbox.Config{Schema: ob.Schema})
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +40,7 @@ func setup(t *testing.T) (*testutil.Outbox, *inbox.Inbox) {
 
 func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	t.Parallel()
-	ob := testutil.NewOutbox(t)
+	ob := testdb.New(t)
 	schema := ob.Schema + "_inbox" // a schema that does not exist yet
 	t.Cleanup(func() { ob.Pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE") })
 	ib, _ := inbox.New(&inbox.Config{Schema: schema})
@@ -48,13 +49,15 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 6)
 	for i := range errs {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			if i%2 == 0 {
 				errs[i] = ib.Migrate(context.Background(), ob.Pool)
 			} else {
 				errs[i] = ib.Migrate(context.Background(), db)
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -124,15 +127,21 @@ func TestHandle(t *testing.T) {
 	}
 }
 
-// message is one broker delivery in Kafka's CloudEvents binary form, made
-// from the relay's own attribute list so the adapter and the relay agree.
-func kafkaMessage(e *relay.Event) ([]inbox.KafkaHeader, []byte) {
-	m := &relay.Message{Event: e, Source: "/outbox/test"}
-	var hs []inbox.KafkaHeader
-	for _, a := range relay.CloudEvents(m) {
-		hs = append(hs, inbox.KafkaHeader{Key: "ce_" + a.Name, Value: []byte(a.Value)})
+// kafkaMessage is one broker delivery in Kafka's CloudEvents binary form, as
+// the relay's Kafka sink writes it (relay/inbox_envelope_test.go checks the
+// reader against the relay's own attribute list).
+func kafkaMessage(e *sdk.Event) ([]inbox.KafkaHeader, []byte) {
+	hs := []inbox.KafkaHeader{
+		{Key: wire.KafkaHeader(wire.AttrSpecVersion), Value: []byte(wire.SpecVersion)},
+		{Key: wire.KafkaHeader(wire.AttrID), Value: []byte(e.ID.String())},
+		{Key: wire.KafkaHeader(wire.AttrSource), Value: []byte("/outbox/test")},
+		{Key: wire.KafkaHeader(wire.AttrType), Value: []byte(e.EventType)},
+		{Key: wire.KafkaHeader(wire.AttrSubject), Value: []byte(e.AggregateID)},
+		{Key: wire.KafkaHeader(wire.AttrTime), Value: []byte(e.OccurredAt.UTC().Format(time.RFC3339Nano))},
+		{Key: wire.KafkaHeader(wire.AttrAggregateType), Value: []byte(e.AggregateType)},
+		{Key: wire.KafkaHeader(wire.AttrSchemaVersion), Value: []byte(e.SchemaVersion)},
+		{Key: "content-type", Value: []byte(e.ContentType)},
 	}
-	hs = append(hs, inbox.KafkaHeader{Key: "content-type", Value: []byte(e.ContentType)})
 	for k, v := range e.Headers {
 		hs = append(hs, inbox.KafkaHeader{Key: k, Value: []byte(v)})
 	}
@@ -173,7 +182,7 @@ func TestExactlyOnceUnderRedelivery(t *testing.T) {
 	for i := range pairs {
 		amount := int64(1 + rng.IntN(1000))
 		sum += amount
-		e := &relay.Event{ID: uuid.Must(uuid.NewV7()), AggregateType: "account", AggregateID: "a", EventType: "account.credited",
+		e := &sdk.Event{ID: uuid.Must(uuid.NewV7()), AggregateType: "account", AggregateID: "a", EventType: "account.credited",
 			SchemaVersion: "1.0", Payload: fmt.Appendf(nil, `{"amount":%d}`, amount), ContentType: "application/json", OccurredAt: time.Now()}
 		h, v := kafkaMessage(e)
 		pairs[i] = [2]delivery{{h, v, false}, {h, v, false}}
@@ -247,19 +256,23 @@ func TestExactlyOnceUnderRedelivery(t *testing.T) {
 	errc := make(chan error, workers)
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w += 2 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for pair := range jobs {
 				var inner sync.WaitGroup
 				for c := range 2 {
-					inner.Go(func() {
+					inner.Add(1)
+					go func() {
+						defer inner.Done()
 						if err := consume(w+c, pair[c]); err != nil {
 							errc <- err
 						}
-					})
+					}()
 				}
 				inner.Wait()
 			}
-		})
+		}()
 	}
 	for _, p := range pairs {
 		jobs <- p

@@ -21,10 +21,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/internal/dbx"
 	"github.com/outboxrelay/outbox/sdk/internal/eventrow"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
 // Written returns the events tx has written to the outbox in schema ("" means
@@ -35,13 +35,13 @@ import (
 func Written(t testing.TB, tx sdk.Tx, schema string) []sdk.Event {
 	t.Helper()
 	schema = cmp.Or(schema, "outbox")
-	if err := pgident.Validate("schema", schema); err != nil {
+	if err := outboxschema.ValidateName("schema", schema); err != nil {
 		t.Fatalf("outboxtest: %v", err)
 		return nil
 	}
 	var out []sdk.Event
 	err := dbx.Query(context.Background(), tx,
-		"SELECT "+eventrow.Columns+" FROM "+pgident.Quote(schema)+".events WHERE created_at = now() ORDER BY created_at, id",
+		"SELECT "+eventrow.Columns+" FROM "+outboxschema.Quote(schema)+".events WHERE created_at = now() ORDER BY created_at, id",
 		nil, func(scan func(...any) error) error {
 			r, err := eventrow.Scan(scan)
 			out = append(out, r.Event)

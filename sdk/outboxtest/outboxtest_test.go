@@ -11,9 +11,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/internal/exampledb"
+	"github.com/outboxrelay/outbox/sdk/internal/testdb"
 	"github.com/outboxrelay/outbox/sdk/outboxtest"
 )
 
@@ -51,7 +51,7 @@ func placeOrder(ctx context.Context, w sdk.EventWriter, tx sdk.Tx, id string, to
 
 func TestAssertWrittenInTransaction(t *testing.T) {
 	t.Parallel()
-	ob := testutil.NewOutbox(t)
+	ob := testdb.New(t)
 	ctx := context.Background()
 	w, _ := sdk.New(&sdk.Config{Schema: ob.Schema})
 
@@ -168,13 +168,15 @@ func TestRecorderConcurrent(t *testing.T) {
 	r, _ := outboxtest.NewRecorder(nil)
 	var wg sync.WaitGroup
 	for i := range 8 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for j := range 50 {
 				if err := placeOrder(context.Background(), r, nil, fmt.Sprintf("o-%d-%d", i, j), j); err != nil {
 					t.Error(err)
 				}
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	if n := len(r.Events()); n != 400 {

@@ -8,10 +8,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/history"
 	"github.com/outboxrelay/outbox/sdk/internal/exampledb"
+	"github.com/outboxrelay/outbox/sdk/internal/testdb"
 	"github.com/outboxrelay/outbox/sdk/versions"
 )
 
@@ -75,7 +75,7 @@ func registry(t *testing.T) *versions.Registry {
 // the 2.0 type; a 3.0 event fails with the typed error.
 func TestWrittenVersionsReadAsNewest(t *testing.T) {
 	t.Parallel()
-	ob := testutil.NewOutbox(t)
+	ob := testdb.New(t)
 	ctx := context.Background()
 	w, err := sdk.New(&sdk.Config{Schema: ob.Schema})
 	if err != nil {

@@ -16,8 +16,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
-	"github.com/outboxrelay/outbox/internal/pgtime"
 	"github.com/outboxrelay/outbox/sdk/history"
+	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
 // eventView is one event as `outbox events` prints it.

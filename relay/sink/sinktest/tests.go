@@ -150,8 +150,8 @@ func CheckInbox(t testing.TB, got Received, m *relay.Message) {
 			t.Errorf("%s: SDK reader: %s = %q, want %q", e.ID, f.name, f.got, f.want)
 		}
 	}
-	if !env.OccurredAt.Equal(e.OccurredAt) {
-		t.Errorf("%s: SDK reader: OccurredAt = %v, want %v", e.ID, env.OccurredAt, e.OccurredAt)
+	if !env.OccurredAt.Equal(e.OccurredAt) || env.OccurredAtInf != e.OccurredAtInf {
+		t.Errorf("%s: SDK reader: OccurredAt = %v (%v), want %v (%v)", e.ID, env.OccurredAt, env.OccurredAtInf, e.OccurredAt, e.OccurredAtInf)
 	}
 	if !bytes.Equal(env.Payload, e.Payload) {
 		t.Errorf("%s: SDK reader: Payload = %q, want %q", e.ID, env.Payload, e.Payload)

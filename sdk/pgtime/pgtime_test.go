@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/outboxrelay/outbox/internal/testutil"
+	"github.com/outboxrelay/outbox/sdk/internal/testdb"
 )
 
 // edges are timestamps at the ends of PostgreSQL's range and of Go's
@@ -75,10 +75,6 @@ func TestFormatParse(t *testing.T) {
 		if err != nil || dt != e.t || dinf != e.inf {
 			t.Errorf("DecodeBinary(%s) = %v %v %v", e.pg, dt, dinf, err)
 		}
-		tt, tinf, err := DecodeText([]byte(e.pg))
-		if err != nil || tt != e.t || tinf != e.inf {
-			t.Errorf("DecodeText(%s) = %v %v %v", e.pg, tt, tinf, err)
-		}
 	}
 	for _, bad := range []string{"", "x", "+12-01-01T00:00:00Z", "+002001-02-29T00:00:00Z", "-00x712-01-01T00:00:00Z", "2026-13-01T00:00:00Z"} {
 		if _, _, err := Parse(bad); err == nil {
@@ -99,13 +95,16 @@ func TestFormatParse(t *testing.T) {
 // text, and compares with pgx's own decoding and with the expected values.
 func TestAgreesWithPostgreSQL(t *testing.T) {
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, testutil.DatabaseURL(t))
+	conn, err := pgx.Connect(ctx, testdb.URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
 	for _, e := range edges {
-		for _, format := range []int16{pgx.BinaryFormatCode, pgx.TextFormatCode} {
+		// Binary only: pgx reads the text format of years past 9999 and BC
+		// dates only from v5.9 on (the SDK requires v5.8.0); the relay reads
+		// text in relay/decode.go, tested there.
+		for _, format := range []int16{pgx.BinaryFormatCode} {
 			rows, err := conn.Query(ctx, "SELECT $1::timestamptz, $1::timestamptz", pgx.QueryResultFormats{format}, e.pg)
 			if err != nil {
 				t.Fatal(err)
@@ -119,11 +118,7 @@ func TestAgreesWithPostgreSQL(t *testing.T) {
 				t.Fatalf("%s: pgx scan: %v", e.pg, err)
 			}
 			rows.Close()
-			decode := DecodeBinary
-			if format == pgx.TextFormatCode {
-				decode = DecodeText
-			}
-			got, inf, err := decode(raw)
+			got, inf, err := DecodeBinary(raw)
 			if err != nil {
 				t.Fatalf("%s (format %d): %v", e.pg, format, err)
 			}

@@ -1,4 +1,4 @@
-package inbox_test
+package relay_test
 
 import (
 	"context"
@@ -51,6 +51,20 @@ func want(e *relay.Event) inbox.Envelope {
 
 func attrs(e *relay.Event) []relay.Attribute {
 	return relay.CloudEvents(&relay.Message{Event: e, Source: "/outbox/test"})
+}
+
+// kafkaMessage is one delivery in Kafka's CloudEvents binary form, made from
+// the relay's own attribute list so the adapter and the relay agree.
+func kafkaMessage(e *relay.Event) ([]inbox.KafkaHeader, []byte) {
+	var hs []inbox.KafkaHeader
+	for _, a := range attrs(e) {
+		hs = append(hs, inbox.KafkaHeader{Key: wire.KafkaHeader(a.Name), Value: []byte(a.Value)})
+	}
+	hs = append(hs, inbox.KafkaHeader{Key: "content-type", Value: []byte(e.ContentType)})
+	for k, v := range e.Headers {
+		hs = append(hs, inbox.KafkaHeader{Key: k, Value: []byte(v)})
+	}
+	return hs, e.Payload
 }
 
 // Each adapter reads back what a sink of that binding writes, built here from

@@ -54,17 +54,6 @@ func DecodeBinary(b []byte) (time.Time, pgtype.InfinityModifier, error) {
 	return time.Unix(sec+pgEpochUnix, rem*1000).UTC(), pgtype.Finite, nil
 }
 
-// DecodeText decodes a timestamptz in PostgreSQL's text format (ISO
-// DateStyle, any time zone, "BC", "infinity"), in UTC.
-func DecodeText(b []byte) (time.Time, pgtype.InfinityModifier, error) {
-	var ts pgtype.Timestamptz
-	if err := ts.Scan(string(b)); err != nil {
-		return time.Time{}, pgtype.Finite, err
-	}
-	t, inf := FromPG(ts)
-	return t, inf, nil
-}
-
 // FromPG returns a scanned value in UTC: the zero time with Infinity or
 // NegativeInfinity for the infinities, and the zero time for NULL.
 func FromPG(ts pgtype.Timestamptz) (time.Time, pgtype.InfinityModifier) {
