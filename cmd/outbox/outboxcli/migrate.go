@@ -119,6 +119,9 @@ func (a *app) migrateCmd() *cobra.Command {
 			if all && c.Flags().Changed("to") {
 				return usageErr("use one of them", "--all and --to conflict")
 			}
+			if c.Flags().Changed("to") && to < 0 {
+				return usageErr("versions start at 1; --to 0 (or --all) rolls back every version", "--to must not be negative, not %d", to)
+			}
 			return withMigrator(c, func(m *migrations.Migrator) error {
 				target := to
 				if all {
