@@ -34,7 +34,7 @@ func (t *target) add(c *cobra.Command, withSlot bool) {
 		what = "database, schema and slot"
 	}
 	c.Flags().StringVar(&t.config, "config", "", "take the "+what+" from the relay's config file")
-	c.Flags().StringVar(&t.url, "database-url", "", "PostgreSQL connection string (default $DATABASE_URL, then the PG* variables)")
+	c.Flags().StringVar(&t.url, "database-url", "", "PostgreSQL connection string (default $DATABASE_URL, then the PG* variables when PGHOST, PGDATABASE, ... is set)")
 	c.Flags().StringVar(&t.schema, "schema", "outbox", "schema that holds the outbox tables")
 	if withSlot {
 		c.Flags().StringVar(&t.slot, "slot", "outbox_relay", "the relay's replication slot")
@@ -69,7 +69,11 @@ func (t *target) resolve(c *cobra.Command) (resolved, error) {
 			return resolved{}, usageErr("", "%v", err)
 		}
 	}
-	return resolved{url: databaseURL(t.url), schema: t.schema, slot: t.slot}, nil
+	url, err := databaseURL(t.url)
+	if err != nil {
+		return resolved{}, err
+	}
+	return resolved{url: url, schema: t.schema, slot: t.slot}, nil
 }
 
 // openPool connects to PostgreSQL through a small pgx pool, checks the
