@@ -157,3 +157,19 @@ func TestRefusedBeforeConnecting(t *testing.T) {
 		}
 	}
 }
+
+// TestListUnknownID: `dlq list --id` with an id that does not exist exits 1
+// naming it, as docs/cli.md says and as show, replay and purge do.
+func TestListUnknownID(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	for _, args := range [][]string{{"dlq", "list", "--id", "999"}, {"dlq", "list", "--id", "1,999", "--json"}} {
+		res := f.run(t, args...)
+		if res.code != ExitFailure || !strings.Contains(res.stderr, "no dead letter with id 999") || res.stdout != "" {
+			t.Errorf("outbox %s: exit %d, want 1 naming id 999 and printing nothing\nstdout: %s\nstderr: %s", strings.Join(args, " "), res.code, res.stdout, res.stderr)
+		}
+	}
+	if res := f.run(t, "dlq", "list", "--id", "1"); res.code != 0 {
+		t.Errorf("dlq list --id 1: exit %d\n%s", res.code, res.stderr)
+	}
+}
