@@ -161,7 +161,7 @@ func (a *app) migrateCmd() *cobra.Command {
 			return withMigrator(c, func(m *migrations.Migrator) error {
 				st, err := m.Status(c.Context())
 				if err != nil {
-					return runtimeErr(err, "")
+					return dbError(err, "") // a role without SELECT on schema_migrations: the grants hint
 				}
 				if asJSON {
 					return json.NewEncoder(c.OutOrStdout()).Encode(st)
