@@ -71,9 +71,7 @@ func (s *Store) RequestReplay(ctx context.Context, f Filter, opts ReplayOptions)
 	where, args := f.where()
 
 	if opts.DryRun {
-		if err := s.checkIDs(ctx, s.db, f.IDs); err != nil {
-			return nil, err
-		}
+		// List checks the ids.
 		all, err := s.List(ctx, Filter{IDs: f.IDs, EventID: f.EventID, Route: f.Route, EventType: f.EventType,
 			AggregateType: f.AggregateType, AggregateID: f.AggregateID, Since: f.Since, Until: f.Until})
 		if err != nil {

@@ -214,9 +214,13 @@ func collectSummaries(rows pgx.Rows) ([]Letter, error) {
 }
 
 // List returns the dead letters f selects, lowest id first, without payloads,
-// headers and error histories (Get has them).
+// headers and error histories (Get has them). When f selects by ids and one
+// does not exist, it returns a *NotFoundError naming the missing ones.
 func (s *Store) List(ctx context.Context, f Filter) ([]Letter, error) {
 	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	if err := s.checkIDs(ctx, s.db, f.IDs); err != nil {
 		return nil, err
 	}
 	where, args := f.where()

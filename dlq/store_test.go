@@ -156,6 +156,13 @@ func TestListFilters(t *testing.T) {
 			t.Errorf("%s: got ids %v, want %v", tc.name, g, tc.want)
 		}
 	}
+	// Ids that do not exist: an error naming them, as for replay and purge
+	// (a script asking for one row learns it is gone).
+	_, err := b.store.List(context.Background(), dlq.Filter{IDs: []int64{1, 99, 98}})
+	var nf *dlq.NotFoundError
+	if !errors.As(err, &nf) || !slices.Equal(nf.IDs, []int64{98, 99}) {
+		t.Errorf("List of ids 1, 99, 98: %v, want a NotFoundError naming 98, 99", err)
+	}
 }
 
 func TestFilterValidate(t *testing.T) {

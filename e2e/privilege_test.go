@@ -38,6 +38,7 @@ func TestLeastPrivilege(t *testing.T) {
 		"GRANT SELECT, DELETE ON " + s + ".events TO " + op,
 		"GRANT SELECT, UPDATE, DELETE ON " + s + ".dead_letters TO " + op,
 		"GRANT SELECT ON " + s + ".relay_state TO " + op,
+		"GRANT SELECT ON " + s + ".schema_migrations TO " + op,
 	} {
 		if _, err := o.Pool.Exec(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -126,6 +127,8 @@ func TestLeastPrivilege(t *testing.T) {
 		{"dlq", "list", "--schema", s, "--json"},
 		{"prune", "--schema", s, "--older-than", "1h", "--dry-run"},
 		{"events", "--schema", s, "--aggregate", "order:b", "--json"},
+		{"migrate", "status", "--schema", s, "--publication", o.Publication},
+		{"dlq", "show", "1", "--schema", s},
 	} {
 		res := run(t, env, args...)
 		if res.code != 0 {

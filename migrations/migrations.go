@@ -171,37 +171,72 @@ func (m *Migrator) Down(ctx context.Context, target int64) ([]Result, error) {
 	return out, nil
 }
 
-// Status lists every known version and whether it is applied.
+// Status lists every known version and whether it is applied. It only reads:
+// on a database never migrated it reports every version pending and creates
+// nothing (no schema, no version table, no lock), so a read-only role can run
+// it (SELECT on the version table; USAGE on the schema when it exists).
 func (m *Migrator) Status(ctx context.Context) ([]Status, error) {
-	if err := m.ensureSchema(ctx); err != nil {
-		return nil, err
-	}
-	st, err := m.provider.Status(ctx)
+	applied, err := m.applied(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("migrations: status: %w", err)
 	}
-	out := make([]Status, 0, len(st))
-	for _, s := range st {
+	sources := m.provider.ListSources()
+	out := make([]Status, 0, len(sources))
+	for _, src := range sources {
+		at, ok := applied[src.Version]
 		out = append(out, Status{
-			Version:   s.Source.Version,
-			Name:      path.Base(s.Source.Path),
-			Applied:   s.State == goose.StateApplied,
-			AppliedAt: s.AppliedAt,
+			Version:   src.Version,
+			Name:      path.Base(src.Path),
+			Applied:   ok,
+			AppliedAt: at,
 		})
 	}
 	return out, nil
 }
 
-// Pending reports whether some version is not applied yet.
+// Pending reports whether some version is not applied yet. Like Status, it
+// only reads.
 func (m *Migrator) Pending(ctx context.Context) (bool, error) {
-	if err := m.ensureSchema(ctx); err != nil {
+	st, err := m.Status(ctx)
+	if err != nil {
 		return false, err
 	}
-	ok, err := m.provider.HasPending(ctx)
-	if err != nil {
-		return false, fmt.Errorf("migrations: %w", err)
+	for _, s := range st {
+		if !s.Applied {
+			return true, nil
+		}
 	}
-	return ok, nil
+	return false, nil
+}
+
+// applied reads the version table, when there is one, as goose's status
+// does: a version is applied when it has a row (rolling back deletes it),
+// and applied at its latest row's time. goose's own Status would create the
+// schema's version table first.
+func (m *Migrator) applied(ctx context.Context) (map[int64]time.Time, error) {
+	table := pgident.Quote(m.cfg.Schema) + "." + pgident.Quote(VersionTable)
+	var exists bool
+	if err := m.db.QueryRowContext(ctx, "SELECT to_regclass($1) IS NOT NULL", table).Scan(&exists); err != nil {
+		return nil, err
+	}
+	out := map[int64]time.Time{}
+	if !exists {
+		return out, nil
+	}
+	rows, err := m.db.QueryContext(ctx, "SELECT version_id, max(tstamp) FROM "+table+" GROUP BY version_id")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v int64
+		var at time.Time
+		if err := rows.Scan(&v, &at); err != nil {
+			return nil, err
+		}
+		out[v] = at
+	}
+	return out, rows.Err()
 }
 
 // Latest is the newest version this build knows.

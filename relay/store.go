@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -201,21 +200,11 @@ func newDeadLetterWriter(pool *pgxpool.Pool, schema string, logger *slog.Logger)
 }
 
 // write inserts the dead letter, retrying until it is written or ctx is done.
+// Its texts are sanitized (sanitize.go): a data exception (SQLSTATE class 22)
+// is answered at once with a stricter copy, never retried as it was.
 func (w *deadLetterWriter) write(ctx context.Context, dl *delivery) error {
 	e := dl.msg.Event
-	hj := e.rawHeaders // the row's own JSON: an exact copy
-	if hj == nil || !json.Valid(hj) {
-		headers := e.Headers
-		if headers == nil {
-			headers = map[string]string{}
-		}
-		hj, _ = json.Marshal(headers)
-	}
-	errs, _ := json.Marshal(dl.errs)
-	last := ""
-	if dl.err != nil {
-		last = dl.err.Error()
-	}
+	text := newDeadLetterText(dl, escapeUnstorable)
 	first := dl.first
 	if first.IsZero() {
 		first = time.Now()
@@ -224,10 +213,20 @@ func (w *deadLetterWriter) write(ctx context.Context, dl *delivery) error {
 	// too: 0001-01-01).
 	occurred, created := pgtime.ToPG(e.OccurredAt, e.OccurredAtInf), pgtime.ToPG(e.CreatedAt, e.CreatedAtInf)
 	bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
+	insert := func() error {
+		_, err := w.pool.Exec(ctx, w.stmt, e.ID, text.aggregateType, text.aggregateID, text.eventType, text.schemaVersion,
+			e.Payload, text.contentType, text.headers, text.tenantID, occurred, created, text.route, text.sink,
+			text.destination, dl.msg.Attempt, text.lastError, text.errors, first, time.Now())
+		return err
+	}
 	return backoff.Retry(func() error {
-		_, err := w.pool.Exec(ctx, w.stmt, e.ID, e.AggregateType, e.AggregateID, e.EventType, e.SchemaVersion,
-			e.Payload, e.ContentType, string(hj), e.TenantID, occurred, created, dl.route.Name, dl.route.Sink,
-			dl.msg.Destination, dl.msg.Attempt, last, string(errs), first, time.Now())
+		err := insert()
+		for next := text.stricter(dl, err); next != nil; next = text.stricter(dl, err) {
+			w.logger.Warn("PostgreSQL refused the dead letter's text; storing it with every non-ASCII character escaped",
+				"event_id", e.ID.String(), "route", dl.route.Name, "error", err)
+			text = next
+			err = insert()
+		}
 		if err != nil && ctx.Err() == nil {
 			w.logger.Error("writing dead letter failed; retrying", "event_id", e.ID.String(), "route", dl.route.Name, "error", err)
 			return fmt.Errorf("dead letter: %w", err)

@@ -107,6 +107,7 @@ func (a *app) rootCmd() *cobra.Command {
 		SilenceErrors: true,
 		Version:       Version,
 	}
+	root.PersistentPreRunE = func(c *cobra.Command, _ []string) error { return checkDatabaseURLFlag(c) }
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErr(fmt.Sprintf("run `%s --help` for the flags", c.CommandPath()), "%v", err)
 	})
@@ -142,13 +143,47 @@ func (a *app) logger(cfg *relay.LogConfig) (*slog.Logger, error) {
 	return nil, usageErr("", "--log-format must be json or text, not %q", format)
 }
 
-// databaseURL returns the --database-url flag, else DATABASE_URL. An empty
-// result lets pgx read the PG* variables (PGHOST, PGUSER, ...).
-func databaseURL(flag string) string {
-	if flag != "" {
-		return flag
+// libpqTargetVars are the PG* variables that say which database to connect
+// to: one of them set (not empty) asks for libpq's environment defaults when
+// neither --database-url nor DATABASE_URL is given.
+var libpqTargetVars = []string{"PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"}
+
+// databaseURL picks the connection string: the --database-url flag, else
+// DATABASE_URL, else "" (pgx then reads the PG* variables) when one of
+// libpqTargetVars is set. With none of them, or with DATABASE_URL set but
+// empty, it is a usage error naming them: never a silent connection to
+// whichever database libpq picks on the local socket. An explicitly empty
+// --database-url is refused before, by checkDatabaseURLFlag.
+func databaseURL(flag string) (string, error) {
+	if strings.TrimSpace(flag) != "" {
+		return flag, nil
 	}
-	return os.Getenv("DATABASE_URL")
+	const hint = "pass --database-url postgres://USER:PASSWORD@HOST:5432/DB or set DATABASE_URL " +
+		"(the operator commands also take --config relay.yaml); to use libpq's defaults, set PGHOST or PGDATABASE"
+	if v, ok := os.LookupEnv("DATABASE_URL"); ok {
+		if strings.TrimSpace(v) == "" {
+			return "", usageErr(hint, "DATABASE_URL is set but empty, and --database-url is not given: no database to connect to")
+		}
+		return v, nil
+	}
+	for _, name := range libpqTargetVars {
+		if os.Getenv(name) != "" {
+			return "", nil
+		}
+	}
+	return "", usageErr(hint, "no database: pass --database-url or set DATABASE_URL (neither is set, nor any of %s)", strings.Join(libpqTargetVars, ", "))
+}
+
+// checkDatabaseURLFlag refuses an explicitly empty --database-url (a script's
+// unset variable, say): it would otherwise fall back to DATABASE_URL or libpq's
+// defaults, a database the user did not name.
+func checkDatabaseURLFlag(c *cobra.Command) error {
+	fl := c.Flags().Lookup("database-url")
+	if fl == nil || !fl.Changed || strings.TrimSpace(fl.Value.String()) != "" {
+		return nil
+	}
+	return usageErr("pass a connection string such as postgres://USER:PASSWORD@HOST:5432/DB, or leave the flag out to use DATABASE_URL",
+		"--database-url is empty")
 }
 
 // requireSubcommand makes every command that only groups subcommands reject

@@ -214,9 +214,10 @@ func fmtTimePtr(t *time.Time) string {
 	return fmtTime(*t)
 }
 
-// truncate shortens s to n runes, on one line.
+// truncate shortens s to n runes, on one line, with control characters
+// escaped (escapeControls).
 func truncate(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = escapeControls(strings.Join(strings.Fields(s), " "), false)
 	if utf8.RuneCountInString(s) <= n {
 		return s
 	}
@@ -243,7 +244,7 @@ func letterTable(w io.Writer, ls []dlq.Letter, withError bool) error {
 	fmt.Fprintln(tw, head)
 	for i := range ls {
 		l := &ls[i]
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s", l.ID, fmtTime(l.LastFailedAt), l.Route, l.EventType,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s", l.ID, fmtTime(l.LastFailedAt), escapeControls(l.Route, false), escapeControls(l.EventType, false),
 			truncate(aggregateOf(l), 40), l.EventID, l.Attempts, replayOf(l))
 		if withError {
 			fmt.Fprintf(tw, "\t%s", truncate(l.LastError, 60))

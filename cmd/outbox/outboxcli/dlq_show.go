@@ -102,7 +102,7 @@ func showLetter(w io.Writer, l *dlq.Letter) error {
 		{"last failed at", fmtTime(l.LastFailedAt)},
 		{"replay", fmt.Sprintf("%s (count %d, requested %s, replayed %s)", l.ReplayStatus, l.ReplayCount, fmtTimePtr(l.ReplayRequestedAt), fmtTimePtr(l.ReplayedAt))},
 	} {
-		fmt.Fprintf(tw, "  %s:\t%s\n", kv[0], kv[1])
+		fmt.Fprintf(tw, "  %s:\t%s\n", kv[0], escapeControls(kv[1], false))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -112,24 +112,27 @@ func showLetter(w io.Writer, l *dlq.Letter) error {
 		fmt.Fprintln(w, "  (none)")
 	}
 	for _, k := range slices.Sorted(maps.Keys(l.Headers)) {
-		fmt.Fprintf(w, "  %s: %s\n", k, l.Headers[k])
+		fmt.Fprintf(w, "  %s: %s\n", escapeControls(k, false), escapeControls(l.Headers[k], false))
 	}
-	fmt.Fprintf(w, "Payload (%s, %d bytes):\n", l.ContentType, len(l.Payload))
+	fmt.Fprintf(w, "Payload (%s, %d bytes):\n", escapeControls(l.ContentType, false), len(l.Payload))
 	fmt.Fprint(w, indent(payloadText(l.ContentType, l.Payload), "  "))
 	fmt.Fprintln(w, "Errors, oldest first:")
 	if len(l.Errors) == 0 {
 		fmt.Fprintln(w, "  (none recorded)")
 	}
 	for _, e := range l.Errors {
-		fmt.Fprintf(w, "  %s\n", strings.ReplaceAll(e, "\n", "\n    "))
+		fmt.Fprintf(w, "  %s\n", escapeControls(e, false))
 	}
 	fmt.Fprintln(w, "Last error:")
-	fmt.Fprintf(w, "  %s\n", strings.ReplaceAll(l.LastError, "\n", "\n  "))
+	fmt.Fprintf(w, "  %s\n", escapeControls(l.LastError, false))
 	return nil
 }
 
-// payloadText renders a payload for people: JSON indented, printable text as
-// it is, anything else as a hex dump.
+// payloadText renders a payload for people: JSON indented, text as it is,
+// anything else as a hex dump; in JSON and text, line feeds break lines and
+// every other control character is escaped (escapeControls). Text is valid
+// UTF-8 with graphic characters and white space only: an ESC, say, makes a
+// payload binary.
 func payloadText(contentType string, b []byte) string {
 	if len(b) == 0 {
 		return "(empty)\n"
@@ -137,11 +140,11 @@ func payloadText(contentType string, b []byte) string {
 	if isJSON(contentType, b) {
 		var buf bytes.Buffer
 		if json.Indent(&buf, b, "", "  ") == nil {
-			return buf.String() + "\n"
+			return escapeControls(buf.String(), true) + "\n"
 		}
 	}
-	if utf8.Valid(b) && !strings.ContainsFunc(string(b), func(r rune) bool { return !unicode.IsPrint(r) && !unicode.IsSpace(r) }) {
-		s := string(b)
+	if utf8.Valid(b) && !strings.ContainsFunc(string(b), func(r rune) bool { return !unicode.IsGraphic(r) && !unicode.IsSpace(r) }) {
+		s := escapeControls(string(b), true)
 		if !strings.HasSuffix(s, "\n") {
 			s += "\n"
 		}

@@ -22,7 +22,7 @@ type dbFlags struct {
 }
 
 func (f *dbFlags) add(c *cobra.Command) {
-	c.Flags().StringVar(&f.url, "database-url", "", "PostgreSQL connection string (default $DATABASE_URL, then the PG* variables)")
+	c.Flags().StringVar(&f.url, "database-url", "", "PostgreSQL connection string (default $DATABASE_URL, then the PG* variables when PGHOST, PGDATABASE, ... is set)")
 	c.Flags().StringVar(&f.schema, "schema", "outbox", "schema that holds the outbox tables")
 }
 
@@ -35,8 +35,14 @@ func (f *dbFlags) addPublication(cmds ...*cobra.Command) {
 }
 
 // openDB opens a database/sql handle through pgx and checks the connection.
+// rawURL is --database-url (or a config's URL); see databaseURL for the
+// fallbacks when it is empty.
 func openDB(ctx context.Context, rawURL string) (*sql.DB, error) {
-	cfg, err := pgx.ParseConfig(databaseURL(rawURL))
+	url, err := databaseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, usageErr("pass --database-url postgres://USER:PASSWORD@HOST:5432/DB (or set DATABASE_URL)", "bad database URL: %v", err)
 	}
@@ -126,6 +132,9 @@ func (a *app) migrateCmd() *cobra.Command {
 			if all && c.Flags().Changed("to") {
 				return usageErr("use one of them", "--all and --to conflict")
 			}
+			if c.Flags().Changed("to") && to < 0 {
+				return usageErr("versions start at 1; --to 0 (or --all) rolls back every version", "--to must not be negative, not %d", to)
+			}
 			return withMigrator(c, func(m *migrations.Migrator) error {
 				target := to
 				if all {
@@ -153,13 +162,13 @@ func (a *app) migrateCmd() *cobra.Command {
 
 	status := &cobra.Command{
 		Use:   "status",
-		Short: "Show which migrations are applied",
+		Short: "Show which migrations are applied (only reads: creates nothing on a database never migrated)",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return withMigrator(c, func(m *migrations.Migrator) error {
 				st, err := m.Status(c.Context())
 				if err != nil {
-					return runtimeErr(err, "")
+					return dbError(err, "") // a role without SELECT on schema_migrations: the grants hint
 				}
 				if asJSON {
 					return json.NewEncoder(c.OutOrStdout()).Encode(st)
@@ -173,7 +182,24 @@ func (a *app) migrateCmd() *cobra.Command {
 					}
 					fmt.Fprintf(tw, "%d\t%s\t%v\t%s\n", s.Version, s.Name, s.Applied, at)
 				}
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				pending := 0
+				for _, s := range st {
+					if !s.Applied {
+						pending++
+					}
+				}
+				switch {
+				case pending == len(st):
+					fmt.Fprintf(c.OutOrStdout(), "not migrated: schema %s has none of the %d migrations; apply them with `outbox migrate up`\n", f.schema, pending)
+				case pending > 0:
+					fmt.Fprintf(c.OutOrStdout(), "%d pending: apply them with `outbox migrate up`\n", pending)
+				default:
+					fmt.Fprintln(c.OutOrStdout(), "up to date")
+				}
+				return nil
 			})
 		},
 	}

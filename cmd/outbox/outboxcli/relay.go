@@ -30,6 +30,9 @@ func (a *app) relayCmd() *cobra.Command {
 			"(up to --drain-timeout), confirms its position and exits 0.",
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if drain < 0 {
+				return usageErr("e.g. --drain-timeout 30s", "--drain-timeout must not be negative, not %s", drain)
+			}
 			cfg, err := loadConfig(configPath)
 			if err != nil {
 				return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -33,7 +34,7 @@ func (t *target) add(c *cobra.Command, withSlot bool) {
 		what = "database, schema and slot"
 	}
 	c.Flags().StringVar(&t.config, "config", "", "take the "+what+" from the relay's config file")
-	c.Flags().StringVar(&t.url, "database-url", "", "PostgreSQL connection string (default $DATABASE_URL, then the PG* variables)")
+	c.Flags().StringVar(&t.url, "database-url", "", "PostgreSQL connection string (default $DATABASE_URL, then the PG* variables when PGHOST, PGDATABASE, ... is set)")
 	c.Flags().StringVar(&t.schema, "schema", "outbox", "schema that holds the outbox tables")
 	if withSlot {
 		c.Flags().StringVar(&t.slot, "slot", "outbox_relay", "the relay's replication slot")
@@ -68,7 +69,11 @@ func (t *target) resolve(c *cobra.Command) (resolved, error) {
 			return resolved{}, usageErr("", "%v", err)
 		}
 	}
-	return resolved{url: databaseURL(t.url), schema: t.schema, slot: t.slot}, nil
+	url, err := databaseURL(t.url)
+	if err != nil {
+		return resolved{}, err
+	}
+	return resolved{url: url, schema: t.schema, slot: t.slot}, nil
 }
 
 // openPool connects to PostgreSQL through a small pgx pool, checks the
@@ -131,44 +136,75 @@ func serverNow(ctx context.Context, pool *pgxpool.Pool) (time.Time, error) {
 	return now, err
 }
 
-var dayUnits = regexp.MustCompile(`^(\d+)([dw])`)
+var (
+	dayUnits = regexp.MustCompile(`^(\d+)([dw])`)
+	// goUnits is the syntax time.ParseDuration accepts, without a sign: a
+	// string that has it and still fails to parse is too long.
+	goUnits = regexp.MustCompile(`^((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
+)
+
+// errBadDuration is a duration parseDuration cannot read.
+var errBadDuration = errors.New("bad duration")
+
+// maxDurationText is the longest duration parseDuration accepts, in days:
+// time.Duration counts nanoseconds in an int64, about 292 years.
+const maxDurationText = "106751d (about 292 years)"
 
 // parseDuration parses a Go duration ("168h", "90m", "1h30m") that may start
-// with days or weeks ("7d", "2w", "1d12h").
+// with days or weeks ("7d", "2w", "1d12h"). A duration longer than
+// time.Duration holds is an error (it would wrap around into a short or
+// negative one), as is a sign anywhere.
 func parseDuration(flag, s string) (time.Duration, error) {
 	bad := func() error {
-		return usageErr("write durations like 90s, 30m, 168h, 7d or 1d12h", "%s: bad duration %q", flag, s)
+		return usageErr("write durations like 90s, 30m, 168h, 7d or 1d12h", "%s: %w %q", flag, errBadDuration, s)
+	}
+	tooLong := func() error {
+		return usageErr("write a shorter duration, or a date for a point in time", "%s: duration %q is too long: the most is %s", flag, s, maxDurationText)
 	}
 	rest := strings.TrimSpace(s)
 	if rest == "" {
 		return 0, bad()
 	}
+	if strings.Contains(rest, "-") {
+		return 0, usageErr("", "%s: duration %q must not be negative", flag, s)
+	}
+	if strings.Contains(rest, "+") {
+		return 0, bad()
+	}
 	var d time.Duration
+	add := func(x time.Duration) bool {
+		if x > math.MaxInt64-d {
+			return false
+		}
+		d += x
+		return true
+	}
 	for {
 		m := dayUnits.FindStringSubmatch(rest)
 		if m == nil {
 			break
 		}
-		n, err := strconv.ParseInt(m[1], 10, 64)
-		if err != nil || n > 100*365 {
-			return 0, bad()
-		}
 		unit := 24 * time.Hour
 		if m[2] == "w" {
 			unit *= 7
 		}
-		d += time.Duration(n) * unit
+		n, err := strconv.ParseInt(m[1], 10, 64)
+		if err != nil || n > int64(math.MaxInt64/unit) || !add(time.Duration(n)*unit) {
+			return 0, tooLong() // the digits are digits: only their size can fail
+		}
 		rest = rest[len(m[0]):]
 	}
 	if rest != "" {
 		more, err := time.ParseDuration(rest)
 		if err != nil {
+			if goUnits.MatchString(rest) {
+				return 0, tooLong()
+			}
 			return 0, bad()
 		}
-		d += more
-	}
-	if d < 0 {
-		return 0, usageErr("", "%s: duration %q must not be negative", flag, s)
+		if !add(more) {
+			return 0, tooLong()
+		}
 	}
 	return d, nil
 }
@@ -186,6 +222,9 @@ func parseTime(flag, s string, now time.Time) (time.Time, error) {
 		return t, nil // UTC
 	}
 	d, err := parseDuration(flag, s)
+	if err != nil && !errors.Is(err, errBadDuration) {
+		return time.Time{}, err // readable, but too long or negative
+	}
 	if err != nil {
 		return time.Time{}, usageErr("write a time like 2026-03-01T12:00:00Z or 2026-03-01 (UTC), or an age like 2h or 7d", "%s: bad time %q", flag, s)
 	}
