@@ -2,6 +2,7 @@ package outboxcli
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -51,5 +52,20 @@ func TestShowEscapesControls(t *testing.T) {
 	j := f.mustRun(t, "dlq", "show", "6", "--json")
 	if !strings.Contains(j, `"x-injected":"v\r\nLast error:\r\n  all good\u001b[0m"`) {
 		t.Errorf("dlq show --json changed the header value:\n%s", j)
+	}
+}
+
+// TestEventsPreviewEscapes: `outbox events` shows payload previews of rows
+// anyone could insert; a terminal escape or a carriage return in one must be
+// shown, not obeyed.
+func TestEventsPreviewEscapes(t *testing.T) {
+	for _, v := range []eventView{
+		{Payload: json.RawMessage("\"\x1b]0;owned\x07\\r\"")},
+		{PayloadBase64: []byte("plain text\x1b[2J with an escape"), ContentType: "text/plain"},
+	} {
+		got := payloadPreview(v)
+		if strings.ContainsAny(got, "\x1b\x07\r") {
+			t.Errorf("payloadPreview(%q) = %q: control characters reach the terminal", v.Payload, got)
+		}
 	}
 }

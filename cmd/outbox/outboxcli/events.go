@@ -248,7 +248,7 @@ func payloadPreview(v eventView) string {
 		r := []rune(s)
 		s = string(r[:payloadPreviewLen-3]) + "..."
 	}
-	return s
+	return escapeControls(s, false)
 }
 
 // tableTime formats a timestamp for the table: to the millisecond in UTC,
@@ -272,7 +272,7 @@ func eventsTable(out io.Writer, page eventsPage) error {
 		if e.DeliveredAt != nil {
 			delivered = tableTime(*e.DeliveredAt)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, tableTime(e.CreatedAt), e.EventType, e.SchemaVersion, delivered, payloadPreview(e))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, tableTime(e.CreatedAt), escapeControls(e.EventType, false), escapeControls(e.SchemaVersion, false), delivered, payloadPreview(e))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

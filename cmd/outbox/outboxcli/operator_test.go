@@ -325,3 +325,24 @@ func TestFormatting(t *testing.T) {
 		t.Errorf("truncate: %q", got)
 	}
 }
+
+// TestStatusWithEdgeTimestamps: undelivered rows created at ±infinity and in
+// the year 0001 must not break status (it failed scanning -infinity, and its
+// --json failed on years outside 0000-9999).
+func TestStatusWithEdgeTimestamps(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.o.Pool.Exec(ctx, `INSERT INTO `+f.o.Schema+`.events (aggregate_type, aggregate_id, event_type, payload, created_at)
+	  VALUES ('e', '1', 'edge.x', '{}', '-infinity'), ('e', '2', 'edge.x', '{}', 'infinity'), ('e', '3', 'edge.x', '{}', '0001-01-01 00:00:00+00')`); err != nil {
+		t.Fatal(err)
+	}
+	st := decodeJSON[statusReport](t, f.mustRun(t, "status", "--json"))
+	b := st.Backlog
+	if b.OldestCreatedAt == nil || b.OldestCreatedAt.String() != "0001-01-01T00:00:00Z" || b.OldestAgeSeconds == nil || *b.OldestAgeSeconds < 60e9 {
+		t.Errorf("backlog: oldest %v, age %v; want the finite 0001-01-01 and an age of about 2000 years", b.OldestCreatedAt, b.OldestAgeSeconds)
+	}
+	if out := f.mustRun(t, "status"); !strings.Contains(out, "created 0001-01-01T00:00:00Z") {
+		t.Errorf("status lacks the oldest created time:\n%s", out)
+	}
+}

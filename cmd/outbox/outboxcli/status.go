@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
 	"github.com/outboxrelay/outbox/dlq"
 	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
 // statusReport is what `outbox status` shows; its JSON form is the --json output.
@@ -30,9 +32,12 @@ type statusReport struct {
 
 type backlogStatus struct {
 	// Undelivered counts rows not yet marked delivered.
-	Undelivered      int64      `json:"undelivered"`
-	OldestCreatedAt  *time.Time `json:"oldest_created_at"`
-	OldestAgeSeconds *float64   `json:"oldest_age_seconds"`
+	Undelivered int64 `json:"undelivered"`
+	// OldestCreatedAt is the oldest finite created_at among undelivered rows
+	// (as the outbox_backlog_oldest_age_seconds metric: a hand-written
+	// 'infinity' has no age), in pgtime's lossless text for any year.
+	OldestCreatedAt  *pgtime.Value `json:"oldest_created_at"`
+	OldestAgeSeconds *float64      `json:"oldest_age_seconds"`
 }
 
 type slotStatus struct {
@@ -101,6 +106,9 @@ func (a *app) statusCmd() *cobra.Command {
 	return cmd
 }
 
+// maxAgeSeconds caps an age shown as a time.Duration (which ends at ~292 years).
+const maxAgeSeconds = 285 * 365 * 24 * 3600
+
 func readStatus(ctx context.Context, pool *pgxpool.Pool, r resolved) (*statusReport, error) {
 	now, err := serverNow(ctx, pool)
 	if err != nil {
@@ -110,14 +118,16 @@ func readStatus(ctx context.Context, pool *pgxpool.Pool, r resolved) (*statusRep
 	schema := pgident.Quote(r.schema)
 
 	b := &rep.Backlog
-	err = pool.QueryRow(ctx, `SELECT count(*), min(created_at) FROM `+schema+`.events WHERE delivered_at IS NULL`).Scan(&b.Undelivered, &b.OldestCreatedAt)
+	var oldest pgtype.Timestamptz
+	err = pool.QueryRow(ctx, `SELECT count(*), min(created_at) FILTER (WHERE isfinite(created_at)) FROM `+schema+`.events WHERE delivered_at IS NULL`).Scan(&b.Undelivered, &oldest)
 	if err != nil {
 		return nil, fmt.Errorf("read the backlog: %w", err)
 	}
-	if b.OldestCreatedAt != nil {
-		u := b.OldestCreatedAt.UTC()
-		b.OldestCreatedAt = &u
-		age := max(now.Sub(u), 0).Seconds()
+	if oldest.Valid {
+		t, inf := pgtime.FromPG(oldest)
+		b.OldestCreatedAt = &pgtime.Value{Time: t, Inf: inf}
+		// In seconds from Unix times: time.Time.Sub saturates at ~292 years.
+		age := max(float64(now.Unix()-t.Unix())+float64(now.Nanosecond()-t.Nanosecond())/1e9, 0)
 		b.OldestAgeSeconds = &age
 	}
 
@@ -187,7 +197,7 @@ func printStatus(w io.Writer, rep *statusReport) error {
 	b := rep.Backlog
 	backlog := fmt.Sprintf("%d undelivered", b.Undelivered)
 	if b.OldestCreatedAt != nil {
-		backlog += fmt.Sprintf(", oldest %s old (created %s)", fmtAge(time.Duration(*b.OldestAgeSeconds*float64(time.Second))), fmtTime(*b.OldestCreatedAt))
+		backlog += fmt.Sprintf(", oldest %s old (created %s)", fmtAge(time.Duration(min(*b.OldestAgeSeconds, maxAgeSeconds)*float64(time.Second))), b.OldestCreatedAt)
 	}
 	fmt.Fprintf(tw, "backlog\t%s\n", backlog)
 
