@@ -433,7 +433,8 @@ func (tw *tWriter) runTx(ctx context.Context) {
 	mode := pick(rng, paths)
 	big := 0
 	if tw.bigSize > 0 && tw.txn >= tw.bigAt {
-		big, tw.bigSize = tw.bigSize, 0
+		// The large payload goes alone, and commits.
+		big, tw.bigSize, nrows = tw.bigSize, 0, 1
 	}
 	burst := nrows > 1 && rng.IntN(3) == 0 // every row on one key: order within a transaction
 	bk := tw.keys[rng.IntN(len(tw.keys))]
@@ -457,7 +458,7 @@ func (tw *tWriter) runTx(ctx context.Context) {
 		if p == "sdk" && len(k.aggID) > sdk.MaxFieldBytes {
 			p = "sql"
 		}
-		if rng.IntN(25) == 0 && mode != "sdk-batch" {
+		if rng.IntN(25) == 0 && mode != "sdk-batch" && big == 0 {
 			if d := tw.refusal(k, p); d != nil {
 				drafts = append(drafts, d)
 				continue
@@ -469,7 +470,7 @@ func (tw *tWriter) runTx(ctx context.Context) {
 		}
 		drafts = append(drafts, tw.draft(k, p, b))
 	}
-	rollback := tw.o.on("rollback") && rng.IntN(16) == 0
+	rollback := tw.o.on("rollback") && rng.IntN(16) == 0 && big == 0
 
 	tx, err := tw.pool.Begin(ctx)
 	if err != nil {
