@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -253,7 +254,9 @@ func (c *tChecks) orderPerKey() *tInv {
 			v.checked++
 			k := group + "\x00" + r.key
 			if p, ok := lastSeq[k]; ok && r.seq < p.seq {
-				v.fail("route %s, key %q (%s): seq %d (%s, %s) first arrived after seq %d (%s)", route, r.key, group, r.seq, r.id, strings.Join(r.tags, ","), p.seq, p.id)
+				q := c.row(p.id)
+				v.fail("route %s, key %q (%s): seq %d (%s, txn %d, %s) first arrived after seq %d (%s, txn %d, %s)", route, clip(r.key, 40), group,
+					r.seq, r.id, r.txn, strings.Join(r.tags, ","), q.seq, q.id, q.txn, strings.Join(q.tags, ","))
 			}
 			if p, ok := lastSeq[k]; !ok || r.seq > p.seq {
 				lastSeq[k] = last{r.seq, r.id}
@@ -349,6 +352,8 @@ func explainedDL(rt *tRoute, r *tRow) bool {
 	return false
 }
 
+var digits = regexp.MustCompile(`[0-9]+`)
+
 // dlSummary groups dead letters by route and error.
 func (c *tChecks) dlSummary() []string {
 	n := map[string]int{}
@@ -358,9 +363,8 @@ func (c *tChecks) dlSummary() []string {
 			if i := strings.Index(msg, "event "); i >= 0 && len(msg) > i+42 {
 				msg = msg[:i+6] + "<id>" + msg[i+42:]
 			}
-			if len(msg) > 110 {
-				msg = msg[:110] + "..."
-			}
+			msg = digits.ReplaceAllString(msg, "N") // ports, sizes
+			msg = clip(msg, 110)
 			n[fmt.Sprintf("%s (%s) %s: %q", route, d.sink, d.status, msg)]++
 		}
 	}

@@ -114,7 +114,9 @@ func (r *tRelays) supervise() {
 			r.mu.Unlock()
 			time.Sleep(time.Second)
 			r.mu.Lock()
-			r.startLocked()
+			if r.cur == p { // a fault may have started one meanwhile
+				r.startLocked()
+			}
 		}
 		r.mu.Unlock()
 	}
@@ -136,7 +138,10 @@ func (r *tRelays) term() {
 	p := r.cur
 	p.meant = true
 	r.mu.Unlock()
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	if p.cmd.Process.Signal(syscall.SIGTERM) != nil {
+		<-p.done // it had ended already: the supervisor reports that
+		return
+	}
 	select {
 	case <-p.done:
 		r.mu.Lock()
@@ -332,7 +337,7 @@ func (f *tFaults) inject(kind string) {
 			}
 		}
 		f.counts["cut"]++
-		d := time.Duration(1500+f.rng.IntN(2500)) * time.Millisecond
+		d := time.Duration(1000+f.rng.IntN(2000)) * time.Millisecond
 		if s == "kafka" {
 			f.kafka.stop()
 			time.Sleep(d)

@@ -39,7 +39,7 @@ func (o *tortureOpts) on(class string) bool { return !o.skip[class] }
 
 func tortureOptions(t *testing.T) tortureOpts {
 	t.Helper()
-	o := tortureOpts{secs: 20, skip: map[string]bool{}}
+	o := tortureOpts{secs: 15, skip: map[string]bool{}}
 	if v := os.Getenv("TORTURE_SECONDS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 5 {
