@@ -352,7 +352,9 @@ func explainedDL(rt *tRoute, r *tRow) bool {
 	return false
 }
 
-var digits = regexp.MustCompile(`[0-9]+`)
+// addrsAndSizes are the parts of an error that differ between otherwise
+// equal dead letters: addresses with ports, sizes.
+var addrsAndSizes = regexp.MustCompile(`[0-9]+(\.[0-9]+){3}:[0-9]+|[0-9]{4,}`)
 
 // dlSummary groups dead letters by route and error.
 func (c *tChecks) dlSummary() []string {
@@ -363,7 +365,7 @@ func (c *tChecks) dlSummary() []string {
 			if i := strings.Index(msg, "event "); i >= 0 && len(msg) > i+42 {
 				msg = msg[:i+6] + "<id>" + msg[i+42:]
 			}
-			msg = digits.ReplaceAllString(msg, "N") // ports, sizes
+			msg = addrsAndSizes.ReplaceAllString(msg, "N")
 			msg = clip(msg, 110)
 			n[fmt.Sprintf("%s (%s) %s: %q", route, d.sink, d.status, msg)]++
 		}
