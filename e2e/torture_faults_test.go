@@ -30,7 +30,6 @@ type tProc struct {
 	done    chan struct{}
 	err     error
 	logPath string
-	out     *lineWriter
 	meant   bool // the test signalled it
 }
 
@@ -83,7 +82,7 @@ func (r *tRelays) startLocked() {
 	if err := cmd.Start(); err != nil {
 		r.t.Fatalf("start relay: %v", err)
 	}
-	p := &tProc{cmd: cmd, done: make(chan struct{}), logPath: logPath, out: out}
+	p := &tProc{cmd: cmd, done: make(chan struct{}), logPath: logPath}
 	go func() {
 		p.err = cmd.Wait()
 		out.end()

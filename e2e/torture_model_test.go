@@ -89,20 +89,19 @@ var (
 
 // tRoute is one generated route.
 type tRoute struct {
-	name      string
-	sink      string // the sink's name in relay.yaml: nats, kafka, redis, rabbit, out
-	kind      string // what the route is for, in the report
-	match     string
-	aggType   string
-	filter    string // "", "n" (payload.n > 50) or "tier" (headers["tier"] == "gold")
-	cont      bool
-	lowRetry  bool   // few attempts: a broker cut dead-letters, a replay delivers
-	failing   bool   // its sink refuses every message (permanent error)
-	oddDest   string // "", "id" (aggregate id in the subject), "slice" (a byte slice of it), "nul"
-	dest      string // the destination template
-	glob      bool
-	order     int
-	isDefault bool
+	name     string
+	sink     string // the sink's name in relay.yaml: nats, kafka, redis, rabbit, out
+	kind     string // what the route is for, in the report
+	match    string
+	aggType  string
+	filter   string // "", "n" (payload.n > 50) or "tier" (headers["tier"] == "gold")
+	cont     bool
+	lowRetry bool   // few attempts: a broker cut dead-letters, a replay delivers
+	failing  bool   // its sink refuses every message (permanent error)
+	oddDest  string // "", "id" (aggregate id in the subject), "slice" (a byte slice of it), "nul"
+	dest     string // the destination template
+	glob     bool
+	order    int
 }
 
 // tWorld is a run's routes and names of broker objects.
@@ -255,7 +254,7 @@ func genWorld(rng *rand.Rand, o *tortureOpts, suffix string) *tWorld {
 		w.defMode = pick(modes)
 	}
 	if w.defMode == "route" {
-		w.def = &tRoute{name: "default", kind: "default", sink: pick(good), isDefault: true}
+		w.def = &tRoute{name: "default", kind: "default", sink: pick(good)}
 		w.dest(w.def)
 	}
 	for _, r := range w.all() {
