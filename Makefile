@@ -4,7 +4,7 @@ GO    ?= go
 # The relay, CLI and tests (root module) and the SDK (sdk/go.mod), joined by go.work.
 PKGS  ?= ./... ./sdk/...
 
-.PHONY: help demo test test-short vet fmt build services-up services-down bench chaos fuzz clean
+.PHONY: help demo test test-short vet fmt build services-up services-down bench chaos torture fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ fuzz: ## run each fuzz target briefly (FUZZTIME, default 10s each)
 chaos: services-up ## the chaos test for longer (CHAOS_SECONDS, default 300)
 	@set -a; eval "$$(scripts/services.sh env)"; set +a; \
 	OUTBOX_CHAOS_SECONDS=$${CHAOS_SECONDS:-300} OUTBOX_TEST_REQUIRE_SERVICES=1 $(GO) test -count=1 -timeout 60m -run 'TestChaos' -v ./e2e
+
+torture: services-up ## the generative torture test for longer (TORTURE_SECONDS, default 300; TORTURE_SEED, TORTURE_SKIP)
+	@set -a; eval "$$(scripts/services.sh env)"; set +a; \
+	TORTURE_SECONDS=$${TORTURE_SECONDS:-300} OUTBOX_TEST_REQUIRE_SERVICES=1 $(GO) test -count=1 -timeout 90m -run '^TestTorture$$' -v ./e2e
 
 vet: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
