@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -86,6 +87,7 @@ func (c *tStdout) line(b []byte) {
 	var l struct {
 		ID         string          `json:"id"`
 		Time       string          `json:"time"`
+		OccurredAt string          `json:"occurredat"`
 		Route      string          `json:"route"`
 		Data       json.RawMessage `json:"data"`
 		DataBase64 []byte          `json:"data_base64"`
@@ -94,7 +96,7 @@ func (c *tStdout) line(b []byte) {
 	if err := json.Unmarshal(b, &l); err != nil {
 		m.problem = fmt.Sprintf("stdout line not JSON (%v): %.200q", err, b)
 	} else {
-		m.route, m.id, m.time = l.Route, l.ID, l.Time
+		m.route, m.id, m.time = l.Route, l.ID, cmp.Or(l.Time, l.OccurredAt)
 		if l.Data != nil {
 			m.canon = canonJSON(l.Data)
 		} else {
@@ -158,10 +160,12 @@ func readNATS(ctx context.Context, natsURL, stream string) ([]tMsg, error) {
 			if len(parts) >= 2 {
 				m.route = parts[1]
 			}
-			if tm, err := url.PathUnescape(msg.Headers().Get("ce-time")); err == nil {
+			// time, or occurredat where RFC 3339 cannot hold the value.
+			raw := cmp.Or(msg.Headers().Get("ce-time"), msg.Headers().Get("ce-occurredat"))
+			if tm, err := url.PathUnescape(raw); err == nil {
 				m.time = tm
 			} else {
-				m.time = msg.Headers().Get("ce-time")
+				m.time = raw
 			}
 			out = append(out, hashed(m, msg.Data()))
 		}
@@ -210,7 +214,7 @@ func readKafka(ctx context.Context, addr string, topics map[string]string) ([]tM
 				switch h.Key {
 				case "ce_id":
 					m.id = string(h.Value)
-				case "ce_time":
+				case "ce_time", "ce_occurredat":
 					m.time = string(h.Value)
 				}
 			}
@@ -263,7 +267,7 @@ func readRedis(ctx context.Context, opts *goredis.Options, prefix string) ([]tMs
 				return out, err
 			}
 			for _, e := range entries {
-				m := tMsg{sink: "redis", route: route, id: fmt.Sprint(e.Values["id"]), time: fmt.Sprint(e.Values["time"])}
+				m := tMsg{sink: "redis", route: route, id: fmt.Sprint(e.Values["id"]), time: fmt.Sprint(cmp.Or(e.Values["time"], e.Values["occurredat"]))}
 				p, _ := e.Values["payload"].(string)
 				out = append(out, hashed(m, []byte(p)))
 			}
@@ -307,6 +311,8 @@ func readRabbit(amqpURL string, queues map[string]string) ([]tMsg, error) {
 			}
 			m := tMsg{sink: "rabbit", route: r, id: d.MessageId}
 			if v, ok := d.Headers["cloudEvents_time"]; ok {
+				m.time = fmt.Sprint(v)
+			} else if v, ok := d.Headers["cloudEvents_occurredat"]; ok {
 				m.time = fmt.Sprint(v)
 			}
 			out = append(out, hashed(m, d.Body))
