@@ -1,18 +1,18 @@
 // Package history loads one aggregate's events from the outbox table in order
 // and folds them into state: the event-sourcing "rebuild".
 //
-// Order is (created_at, id). created_at is the start time of the writing
-// transaction (PostgreSQL's now()), not its commit time, and ids order events
-// within one transaction (the SDK's UUIDv7 ids are monotonic within a
-// process). So the order is exact for the events of one transaction, and
-// across transactions it is their start order, which is commit order only
-// when one aggregate's writing transactions do not overlap in time. See
-// docs/sdk.md for how to keep it so, and for retention: history reads only
+// Order is insertion order: the events table's seq column, a number taken
+// when each row is inserted (the same order the relay's snapshot uses). It is
+// exact within one transaction, also for rows inserted by plain SQL (whose
+// database-made ids are not monotonic), and across transactions it is
+// commit order when one aggregate's writers serialize (lock the aggregate's
+// row before writing its events). See docs/sdk.md, also for retention:
+// history reads only
 // the rows still in the table, so `outbox prune` and `on_delivered: delete`
 // must be off for aggregates whose history is rebuilt.
 //
 // Loading pages through the events with keyset pagination on
-// (aggregate_type, aggregate_id, created_at, id); create the supporting index
+// (aggregate_type, aggregate_id, seq); create the supporting index
 // once with [CreateIndex] (it is not part of the default migrations because
 // every writer would pay for it).
 package history
@@ -23,18 +23,16 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/internal/dbx"
 	"github.com/outboxrelay/outbox/sdk/internal/eventrow"
 	"github.com/outboxrelay/outbox/sdk/outboxschema"
-	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
 // IndexName is the name of the index history reads through.
-const IndexName = "events_aggregate_history_idx"
+const IndexName = "events_aggregate_seq_idx"
 
 // IndexSQL returns the statement that creates the history index on the
 // events table of schema, CONCURRENTLY (without blocking writers) when asked.
@@ -44,7 +42,7 @@ func IndexSQL(schema string, concurrently bool) string {
 		c = "CONCURRENTLY "
 	}
 	return "CREATE INDEX " + c + "IF NOT EXISTS " + IndexName + " ON " + outboxschema.Quote(schema) +
-		".events (aggregate_type, aggregate_id, created_at, id)"
+		".events (aggregate_type, aggregate_id, seq)"
 }
 
 // CreateIndex creates the history index on schema's events table with CREATE
@@ -106,8 +104,8 @@ func New(cfg *Config) (*Loader, error) {
 	from := "SELECT " + eventrow.Columns + " FROM " + outboxschema.Quote(c.Schema) + ".events WHERE aggregate_type = $1 AND aggregate_id = $2"
 	return &Loader{
 		pageSize: c.PageSize,
-		first:    from + " ORDER BY created_at, id LIMIT $3",
-		query:    from + " AND (created_at, id) > ($3, $4::uuid) ORDER BY created_at, id LIMIT $5",
+		first:    from + " ORDER BY seq LIMIT $3",
+		query:    from + " AND seq > $3 ORDER BY seq LIMIT $4",
 	}, nil
 }
 
@@ -122,16 +120,14 @@ type Record struct {
 	// CreatedAt is then the zero time), and pgtype.Finite otherwise.
 	// Finite times are in UTC, of any year PostgreSQL stores.
 	OccurredAtInf, CreatedAtInf pgtype.InfinityModifier
+	seq                         int64
 }
 
 // Cursor is a position in an aggregate's history: the events after it are
-// those with a greater (created_at, id). The zero Cursor is the beginning,
-// before every row (also those of year 1 or earlier, and '-infinity').
+// those inserted after it (a greater seq, the events table's insertion-order
+// column). The zero Cursor is the beginning.
 type Cursor struct {
-	CreatedAt time.Time
-	// CreatedAtInf marks a created_at of 'infinity' or '-infinity'.
-	CreatedAtInf pgtype.InfinityModifier
-	ID           uuid.UUID
+	Seq int64
 }
 
 // IsZero reports whether c is the beginning.
@@ -140,11 +136,11 @@ func (c Cursor) IsZero() bool { return c == Cursor{} }
 // Cursor returns the position just after r. Store it with a snapshot of the
 // state folded so far and pass it to Load to continue from there.
 func (r Record) Cursor() Cursor {
-	return Cursor{CreatedAt: r.CreatedAt, CreatedAtInf: r.CreatedAtInf, ID: r.ID}
+	return Cursor{Seq: r.seq}
 }
 
 // Load calls fn with every event of the aggregate after the cursor, in
-// (created_at, id) order, reading PageSize events per query. fn runs between
+// insertion (seq) order, reading PageSize events per query. fn runs between
 // queries, never while rows are open, so it may use db itself. An error from
 // fn stops the load and is returned as is.
 //
@@ -154,7 +150,7 @@ func (l *Loader) Load(ctx context.Context, db sdk.Tx, aggregateType, aggregateID
 	page := make([]Record, 0, l.pageSize)
 	for {
 		page = page[:0]
-		query, args := l.query, []any{aggregateType, aggregateID, pgtime.ToPG(after.CreatedAt, after.CreatedAtInf), after.ID.String(), l.pageSize}
+		query, args := l.query, []any{aggregateType, aggregateID, after.Seq, l.pageSize}
 		if after.IsZero() {
 			query, args = l.first, []any{aggregateType, aggregateID, l.pageSize}
 		}
@@ -164,7 +160,7 @@ func (l *Loader) Load(ctx context.Context, db sdk.Tx, aggregateType, aggregateID
 				if err != nil {
 					return err
 				}
-				page = append(page, Record{Event: r.Event, CreatedAt: r.CreatedAt, OccurredAtInf: r.OccurredAtInf, CreatedAtInf: r.CreatedAtInf})
+				page = append(page, Record{Event: r.Event, CreatedAt: r.CreatedAt, OccurredAtInf: r.OccurredAtInf, CreatedAtInf: r.CreatedAtInf, seq: r.Seq})
 				return nil
 			})
 		if err != nil {

@@ -28,7 +28,7 @@ import (
 )
 
 // Written returns the events tx has written to the outbox in schema ("" means
-// "outbox"), in (created_at, id) order. It recognises them as the visible rows
+// "outbox"), in insertion order (seq). It recognises them as the visible rows
 // whose created_at is the transaction's start time (now() in tx), which is
 // exact unless another committed transaction that wrote to the same outbox
 // started in the same microsecond: give each test its own schema.
@@ -41,7 +41,7 @@ func Written(t testing.TB, tx sdk.Tx, schema string) []sdk.Event {
 	}
 	var out []sdk.Event
 	err := dbx.Query(context.Background(), tx,
-		"SELECT "+eventrow.Columns+" FROM "+outboxschema.Quote(schema)+".events WHERE created_at = now() ORDER BY created_at, id",
+		"SELECT "+eventrow.Columns+" FROM "+outboxschema.Quote(schema)+".events WHERE created_at = now() ORDER BY seq",
 		nil, func(scan func(...any) error) error {
 			r, err := eventrow.Scan(scan)
 			out = append(out, r.Event)

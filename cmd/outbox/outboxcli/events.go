@@ -143,10 +143,8 @@ func loadEvents(ctx context.Context, tx pgx.Tx, schema, aggType, aggID string, a
 	table := pgident.Quote(schema) + ".events"
 	var cursor history.Cursor
 	if hasAfter {
-		var created pgtime.Value
-		err := tx.QueryRow(ctx, "SELECT created_at FROM "+table+" WHERE id = $1 AND aggregate_type = $2 AND aggregate_id = $3",
-			afterID, aggType, aggID).Scan(&created)
-		cursor.CreatedAt, cursor.CreatedAtInf = created.Time, created.Inf
+		err := tx.QueryRow(ctx, "SELECT seq FROM "+table+" WHERE id = $1 AND aggregate_type = $2 AND aggregate_id = $3",
+			afterID, aggType, aggID).Scan(&cursor.Seq)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return page, usageErr("pass an id printed for this aggregate (it may have been pruned since)",
 				"--after %s: no such event of %s:%s in schema %s", afterID, aggType, aggID, schema)
@@ -154,7 +152,6 @@ func loadEvents(ctx context.Context, tx pgx.Tx, schema, aggType, aggID string, a
 		if err != nil {
 			return page, runtimeErr(fmt.Errorf("look up --after event: %w", err), "")
 		}
-		cursor.ID = afterID
 	}
 	pageSize := 500
 	if limit > 0 {

@@ -24,7 +24,7 @@ import (
 // infinity it is (1, -1, 0 when finite), which every driver reads.
 const Columns = "id, aggregate_type, aggregate_id, event_type, schema_version, payload, content_type, headers::text, tenant_id, " +
 	"CASE WHEN isfinite(occurred_at) THEN occurred_at END, CASE occurred_at WHEN 'infinity' THEN 1 WHEN '-infinity' THEN -1 ELSE 0 END, " +
-	"CASE WHEN isfinite(created_at) THEN created_at END, CASE created_at WHEN 'infinity' THEN 1 WHEN '-infinity' THEN -1 ELSE 0 END"
+	"CASE WHEN isfinite(created_at) THEN created_at END, CASE created_at WHEN 'infinity' THEN 1 WHEN '-infinity' THEN -1 ELSE 0 END, seq"
 
 // Row is one event row.
 type Row struct {
@@ -34,6 +34,8 @@ type Row struct {
 	// pgtype.NegativeInfinity when the column holds 'infinity' or
 	// '-infinity' (Event.OccurredAt or CreatedAt is then the zero time).
 	OccurredAtInf, CreatedAtInf pgtype.InfinityModifier
+	// Seq is the row's place in insertion order (the seq identity column).
+	Seq int64
 }
 
 // Scan reads one row selected with Columns.
@@ -49,7 +51,7 @@ func Scan(scan func(dest ...any) error) (Row, error) {
 		occurredInf, createdInf int64
 	)
 	if err := scan(&id, &e.AggregateType, &e.AggregateID, &e.EventType, &e.SchemaVersion,
-		&e.Payload, &e.ContentType, &headers, &tenant, &occurred, &occurredInf, &created, &createdInf); err != nil {
+		&e.Payload, &e.ContentType, &headers, &tenant, &occurred, &occurredInf, &created, &createdInf, &r.Seq); err != nil {
 		return r, err
 	}
 	e.OccurredAt, r.CreatedAt = occurred.Time.UTC(), created.Time.UTC()
