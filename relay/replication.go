@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/relay/sink"
 )
 
 // session is one stretch of being connected: leadership, slot, stream and
@@ -634,9 +635,9 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 		s.logger.Debug("event matched no route; dropped, its row is marked as handled",
 			"event_id", ev.ID.String(), "event_type", ev.EventType, "aggregate_type", ev.AggregateType)
 	}
-	if ev.decodeErr != nil {
+	if ev.DecodeErr != nil {
 		s.logger.Warn("a value of the row cannot be decoded; dead-lettering it on every route that takes it",
-			"event_id", ev.ID.String(), "event_type", ev.EventType, "error", ev.decodeErr)
+			"event_id", ev.ID.String(), "event_type", ev.EventType, "error", ev.DecodeErr)
 	}
 	it := newItem(ev, txn, len(s.routes))
 	for _, rt := range s.routes {
@@ -649,9 +650,9 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 		} else {
 			dl.msg.Destination = dest
 		}
-		if ev.decodeErr != nil {
+		if ev.DecodeErr != nil {
 			// Dead-letter right away too: retrying cannot decode the row.
-			dl.err = MarkPermanent(ev.decodeErr)
+			dl.err = sink.MarkPermanent(ev.DecodeErr)
 		}
 		it.ds = append(it.ds, dl)
 	}
@@ -895,7 +896,7 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 					}
 				}
 				buf := bytes.Clone(data) // the connection reuses its read buffer
-				ev := &Event{CommitTime: commitTime, CommitLSN: commitLSN}
+				ev := &Event{CommitTime: commitTime, CommitLSN: sink.LSN(commitLSN)}
 				if err := decodeInsert(buf, s.rels, ev); err != nil {
 					return fmt.Errorf("replication stream at %s: %w", xld.WALStart, err)
 				}

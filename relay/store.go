@@ -203,7 +203,7 @@ func newDeadLetterWriter(pool *pgxpool.Pool, schema string, logger *slog.Logger)
 // write inserts the dead letter, retrying until it is written or ctx is done.
 func (w *deadLetterWriter) write(ctx context.Context, dl *delivery) error {
 	e := dl.msg.Event
-	hj := e.rawHeaders // the row's own JSON: an exact copy
+	hj := e.RawHeaders // the row's own JSON: an exact copy
 	if hj == nil || !json.Valid(hj) {
 		headers := e.Headers
 		if headers == nil {

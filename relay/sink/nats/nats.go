@@ -23,7 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
@@ -44,7 +44,7 @@ type Config struct {
 	Replicas int `yaml:"replicas"`
 	// DuplicateWindow of a created stream: how long JetStream remembers
 	// message ids to drop duplicates. Defaults to 2m.
-	DuplicateWindow relay.Duration `yaml:"duplicate_window"`
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
 	// Creds is a credentials file (JWT and NKey seed).
 	Creds string `yaml:"creds"`
 	// NKey is an NKey seed file.
@@ -59,7 +59,7 @@ type Config struct {
 	KeyFile  string `yaml:"key_file"`
 	// PublishTimeout bounds the wait for one message's acknowledgement.
 	// Defaults to 10s.
-	PublishTimeout relay.Duration `yaml:"publish_timeout"`
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
 	// MaxAsyncPending bounds unacknowledged messages on the connection.
 	// Defaults to 4000.
 	MaxAsyncPending int `yaml:"max_async_pending"`
@@ -77,6 +77,12 @@ func (c Config) Validate() error {
 	if st := cmp.Or(c.Storage, "file"); st != "file" && st != "memory" {
 		return fmt.Errorf("storage: must be file or memory, not %q", c.Storage)
 	}
+	switch {
+	case c.DuplicateWindow < 0:
+		return fmt.Errorf("duplicate_window: %v is negative", c.DuplicateWindow)
+	case c.PublishTimeout < 0:
+		return fmt.Errorf("publish_timeout: %v is negative", c.PublishTimeout)
+	}
 	if c.NKey != "" {
 		if _, err := nats.NkeyOptionFromSeed(c.NKey); err != nil {
 			return fmt.Errorf("nkey: %w", err)
@@ -93,7 +99,7 @@ type Sink struct {
 	logger *slog.Logger
 }
 
-var _ relay.Sink = (*Sink)(nil)
+var _ sink.Sink = (*Sink)(nil)
 
 // New connects to NATS and creates or checks the stream. The sink logs to
 // logger (nil means slog.Default()) with "type"="nats" added; the relay
@@ -102,8 +108,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	cfg.URL = cmp.Or(cfg.URL, nats.DefaultURL)
 	cfg.Storage = cmp.Or(cfg.Storage, "file")
 	cfg.Replicas = cmp.Or(cfg.Replicas, 1)
-	cfg.DuplicateWindow = cmp.Or(cfg.DuplicateWindow, relay.Duration(2*time.Minute))
-	cfg.PublishTimeout = cmp.Or(cfg.PublishTimeout, relay.Duration(10*time.Second))
+	cfg.DuplicateWindow = cmp.Or(cfg.DuplicateWindow, 2*time.Minute)
+	cfg.PublishTimeout = cmp.Or(cfg.PublishTimeout, 10*time.Second)
 	cfg.MaxAsyncPending = cmp.Or(cfg.MaxAsyncPending, 4000)
 	if logger == nil {
 		logger = slog.Default()
@@ -156,7 +162,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxAsyncPending),
-		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout.D()),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout),
 	)
 	if err != nil {
 		nc.Close()
@@ -183,7 +189,7 @@ func (s *Sink) ensureStream(ctx context.Context) error {
 		}
 		_, err = s.js.CreateStream(ctx, jetstream.StreamConfig{
 			Name: s.cfg.Stream, Subjects: s.cfg.Subjects, Storage: storage, Replicas: s.cfg.Replicas,
-			Duplicates: s.cfg.DuplicateWindow.D(),
+			Duplicates: s.cfg.DuplicateWindow,
 		})
 		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return fmt.Errorf("nats: create stream %s: %w", s.cfg.Stream, err)
@@ -213,9 +219,10 @@ func (s *Sink) ensureStream(ctx context.Context) error {
 }
 
 // SubjectsFor returns the stream subjects that cover the given destination
-// templates: a literal destination as it is, a template by its literal prefix
-// followed by ">" (all subjects below it).
-func SubjectsFor(dests []*relay.Destination) []string {
+// templates (the relay's *relay.Destination): a literal destination as it
+// is, a template by its literal prefix followed by ">" (all subjects below
+// it).
+func SubjectsFor[D interface{ LiteralPrefix() (string, bool) }](dests []D) []string {
 	var out []string
 	for _, d := range dests {
 		prefix, literal := d.LiteralPrefix()
@@ -237,9 +244,9 @@ func SubjectsFor(dests []*relay.Destination) []string {
 // Message builds the NATS message of m in the format sdk/wire defines
 // (without the Nats-Msg-Id, which the publish option sets). An event header
 // that wire.NATSReserved names (ce-*, content-type, Nats-*) is left out.
-func Message(m *relay.Message) *nats.Msg {
+func Message(m *sink.Message) *nats.Msg {
 	e := m.Event
-	attrs := relay.CloudEvents(m)
+	attrs := sink.CloudEvents(m)
 	n := len(m.Headers) + len(attrs) + 2
 	h := make(nats.Header, n)
 	// One backing array for every header's value slice.
@@ -264,7 +271,7 @@ func Message(m *relay.Message) *nats.Msg {
 }
 
 // Publish sends the batch asynchronously and waits for every acknowledgement.
-func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
+func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
 	var errs []error
 	setErr := func(i int, err error) {
 		if errs == nil {
@@ -273,10 +280,10 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 		errs[i] = err
 	}
 	futures := make([]jetstream.PubAckFuture, len(msgs))
-	stall := s.cfg.PublishTimeout.D()
+	stall := s.cfg.PublishTimeout
 	for i, m := range msgs {
 		if err := CheckSubject(m.Destination); err != nil {
-			setErr(i, relay.MarkPermanent(err))
+			setErr(i, sink.MarkPermanent(err))
 			continue
 		}
 		f, err := s.js.PublishMsgAsync(Message(m), jetstream.WithMsgID(m.Event.ID.String()), jetstream.WithStallWait(stall))
@@ -355,15 +362,15 @@ func classify(err error) error {
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
-		return relay.MarkPermanent(fmt.Errorf("nats: publish: message too large: %w", err))
+		return sink.MarkPermanent(fmt.Errorf("nats: publish: message too large: %w", err))
 	case errors.Is(err, nats.ErrBadSubject):
-		return relay.MarkPermanent(fmt.Errorf("nats: publish: invalid subject: %w", err))
+		return sink.MarkPermanent(fmt.Errorf("nats: publish: invalid subject: %w", err))
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
-		return relay.MarkPermanent(fmt.Errorf("nats: publish: no stream takes this subject (add it to the stream's subjects): %w", err))
+		return sink.MarkPermanent(fmt.Errorf("nats: publish: no stream takes this subject (add it to the stream's subjects): %w", err))
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrPermissionViolation):
-		return relay.MarkPermanent(fmt.Errorf("nats: publish: not authorised: %w", err))
+		return sink.MarkPermanent(fmt.Errorf("nats: publish: not authorised: %w", err))
 	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
-		return relay.MarkPermanent(fmt.Errorf("nats: publish: message too large: %w", err))
+		return sink.MarkPermanent(fmt.Errorf("nats: publish: message too large: %w", err))
 	}
 	return fmt.Errorf("nats: publish: %w", err)
 }

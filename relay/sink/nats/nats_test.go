@@ -16,6 +16,7 @@ import (
 	"github.com/outboxrelay/outbox/internal/tcpproxy"
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
 	"github.com/outboxrelay/outbox/sdk/inbox"
 )
@@ -44,7 +45,7 @@ func newFixture(t *testing.T) *fixture {
 
 func (f *fixture) sink(t testing.TB, url string, timeout time.Duration) *Sink {
 	t.Helper()
-	s, err := New(context.Background(), Config{URL: url, Stream: f.stream, Subjects: []string{f.prefix + ".>"}, PublishTimeout: relay.Duration(timeout)},
+	s, err := New(context.Background(), Config{URL: url, Stream: f.stream, Subjects: []string{f.prefix + ".>"}, PublishTimeout: timeout},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -107,15 +108,15 @@ func received(h nats.Header, data []byte) sinktest.Received {
 func TestContract(t *testing.T) {
 	f := newFixture(t)
 	sinktest.Run(t, sinktest.Harness{
-		New:         func(t *testing.T) relay.Sink { return f.sink(t, f.url, 10*time.Second) },
+		New:         func(t *testing.T) sink.Sink { return f.sink(t, f.url, 10*time.Second) },
 		Destination: func(t *testing.T) string { return f.prefix + "." + testutil.RandomName("d") },
 		Consume:     f.consume,
 		SDKReader:   true,
 		Permanent: []sinktest.PermanentCase{
-			{Name: "NoStreamForSubject", Break: func(t *testing.T, m *relay.Message) {
+			{Name: "NoStreamForSubject", Break: func(t *testing.T, m *sink.Message) {
 				m.Destination = testutil.RandomName("nostream") + ".x"
 			}},
-			{Name: "TooLarge", Break: func(t *testing.T, m *relay.Message) {
+			{Name: "TooLarge", Break: func(t *testing.T, m *sink.Message) {
 				ev := *m.Event
 				ev.Payload = make([]byte, 2<<20) // over the server's max_payload (1 MiB)
 				m.Event = &ev
@@ -177,7 +178,7 @@ func TestReservedHeaders(t *testing.T) {
 		"Content-Type":         "text/evil",
 		"x-ok":                 "kept",
 	}
-	sinktest.Publish(t, s, []*relay.Message{m})
+	sinktest.Publish(t, s, []*sink.Message{m})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	got := f.consume(ctx, t, dest, 1)
@@ -229,7 +230,7 @@ func TestInvalidSubject(t *testing.T) {
 		p + ".*.x":   "wildcard",
 		"":           "empty",
 	}
-	var msgs []*relay.Message
+	var msgs []*sink.Message
 	var subjects []string
 	for subj := range cases {
 		msgs = append(msgs, sinktest.NewMessage(subj, "k-"+subj, 0))
@@ -243,7 +244,7 @@ func TestInvalidSubject(t *testing.T) {
 	}
 	for i, subj := range subjects {
 		err := errs[i]
-		if !relay.Permanent(err) || !strings.Contains(err.Error(), "invalid subject") || !strings.Contains(err.Error(), cases[subj]) ||
+		if !sink.Permanent(err) || !strings.Contains(err.Error(), "invalid subject") || !strings.Contains(err.Error(), cases[subj]) ||
 			strings.Contains(err.Error(), "no stream") {
 			t.Errorf("subject %q: got %v, want a permanent error saying the subject is invalid (%s)", subj, err, cases[subj])
 		}
@@ -253,7 +254,7 @@ func TestInvalidSubject(t *testing.T) {
 	}
 	// Tokens with characters that are only unusual are valid.
 	for _, subj := range []string{p + ".ünï-cödé_1", p + ".a*b.c>d", p + ".x"} {
-		if errs := s.Publish(context.Background(), []*relay.Message{sinktest.NewMessage(subj, "ok", 0)}); errs != nil {
+		if errs := s.Publish(context.Background(), []*sink.Message{sinktest.NewMessage(subj, "ok", 0)}); errs != nil {
 			t.Errorf("subject %q: %v", subj, errs[0])
 		}
 	}

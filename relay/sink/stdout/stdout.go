@@ -12,7 +12,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 )
 
 // Config configures the sink.
@@ -30,7 +30,7 @@ type Sink struct {
 	closed bool
 }
 
-var _ relay.Sink = (*Sink)(nil)
+var _ sink.Sink = (*Sink)(nil)
 
 // New returns a sink writing to w (os.Stdout when nil).
 func New(w io.Writer, cfg Config) *Sink {
@@ -49,7 +49,7 @@ type Line struct {
 	Subject     string `json:"subject"`
 	// Time is occurred_at in RFC 3339; for 'infinity' or a year outside
 	// 0000-9999 it is absent and OccurredAt carries the value
-	// (relay.TimeAttribute).
+	// (sink.TimeAttribute).
 	Time            string            `json:"time,omitempty"`
 	OccurredAt      string            `json:"occurredat,omitempty"`
 	DataContentType string            `json:"datacontenttype"`
@@ -66,12 +66,12 @@ type Line struct {
 }
 
 // Encode returns m's line.
-func Encode(m *relay.Message) Line {
+func Encode(m *sink.Message) Line {
 	e := m.Event
 	l := Line{SpecVersion: "1.0", ID: e.ID.String(), Source: m.Source, Type: e.EventType, Subject: e.AggregateID,
 		DataContentType: e.ContentType, AggregateType: e.AggregateType,
 		SchemaVersion: e.SchemaVersion, TenantID: e.TenantID, Route: m.Route, Destination: m.Destination, Headers: m.Headers}
-	if a := relay.TimeAttribute(e); a.Name == relay.CETime {
+	if a := sink.TimeAttribute(e); a.Name == sink.CETime {
 		l.Time = a.Value
 	} else {
 		l.OccurredAt = a.Value
@@ -85,11 +85,11 @@ func Encode(m *relay.Message) Line {
 }
 
 // Publish writes one line per message and flushes.
-func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
+func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return relay.AllFailed(len(msgs), fmt.Errorf("stdout: sink closed"))
+		return sink.AllFailed(len(msgs), fmt.Errorf("stdout: sink closed"))
 	}
 	enc := json.NewEncoder(s.w)
 	if s.cfg.Pretty {
@@ -97,11 +97,11 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 	}
 	for _, m := range msgs {
 		if err := enc.Encode(Encode(m)); err != nil {
-			return relay.AllFailed(len(msgs), fmt.Errorf("stdout: %w", err))
+			return sink.AllFailed(len(msgs), fmt.Errorf("stdout: %w", err))
 		}
 	}
 	if err := s.w.Flush(); err != nil {
-		return relay.AllFailed(len(msgs), fmt.Errorf("stdout: %w", err))
+		return sink.AllFailed(len(msgs), fmt.Errorf("stdout: %w", err))
 	}
 	return nil
 }
