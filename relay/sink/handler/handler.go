@@ -51,6 +51,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outboxrelay/outbox/internal/inflight"
 	"github.com/outboxrelay/outbox/internal/suggest"
 	"github.com/outboxrelay/outbox/relay/sink"
 )
@@ -133,9 +134,8 @@ type Sink struct {
 	exact map[string]*entry
 	globs []*entry // most specific first
 
-	life    sync.Mutex
-	closed  bool
-	running sync.WaitGroup // Publish calls and handler goroutines
+	calls   inflight.Gate  // Publish calls in progress; closed by Close
+	running sync.WaitGroup // handler goroutines, started by Publish calls
 }
 
 var _ sink.Sink = (*Sink)(nil)
@@ -317,14 +317,10 @@ func (o *outcomes) result(err error) []error {
 // for every outcome (or for ctx to end: the messages still being handled then
 // fail with ctx's error and are delivered again by the relay).
 func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
-	s.life.Lock()
-	if s.closed {
-		s.life.Unlock()
+	if !s.calls.Enter() {
 		return sink.AllFailed(len(msgs), ErrClosed)
 	}
-	s.running.Add(1)
-	s.life.Unlock()
-	defer s.running.Done()
+	defer s.calls.Leave()
 
 	out := newOutcomes(len(msgs))
 dispatch:
@@ -417,9 +413,11 @@ func (s *Sink) recover(e *entry, m *sink.Message, err *error) {
 // running (synchronous handlers, whose ctx the relay has cancelled, and calls
 // of async handlers; not the work an async handler left running).
 func (s *Sink) Close() error {
-	s.life.Lock()
-	s.closed = true
-	s.life.Unlock()
+	if !s.calls.Close() {
+		return nil
+	}
+	// Handler goroutines start only within Publish calls, which have all
+	// returned: none starts after this.
 	s.running.Wait()
 	return nil
 }

@@ -23,9 +23,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outboxrelay/outbox/internal/inflight"
 	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/sdk/wire"
 )
+
+// ErrClosed is returned for messages published after Close.
+var ErrClosed = errors.New("nats: sink closed")
 
 // Config configures the sink. Fields are read from the sink's entry in relay.yaml.
 type Config struct {
@@ -91,12 +95,14 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Sink publishes to JetStream.
+// Sink publishes to JetStream. It is safe for concurrent use.
 type Sink struct {
 	cfg    Config
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	logger *slog.Logger
+
+	calls inflight.Gate // Publish calls in progress; closed by Close
 }
 
 var _ sink.Sink = (*Sink)(nil)
@@ -272,7 +278,11 @@ func Message(m *sink.Message) *nats.Msg {
 
 // Publish sends the batch asynchronously and waits for every acknowledgement.
 func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
-	var errs []error
+	errs, ok := s.calls.EnterPublish(ctx, len(msgs), "nats", ErrClosed)
+	if !ok {
+		return errs
+	}
+	defer s.calls.Leave()
 	setErr := func(i int, err error) {
 		if errs == nil {
 			errs = make([]error, len(msgs))
@@ -386,8 +396,12 @@ func (s *Sink) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close drains nothing (the relay waits for its batches) and closes the connection.
+// Close turns away new Publish calls, waits for the ones in progress, and
+// closes the connection. A second Close returns at once.
 func (s *Sink) Close() error {
+	if !s.calls.Close() {
+		return nil
+	}
 	s.nc.Close()
 	return nil
 }

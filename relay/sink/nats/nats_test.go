@@ -2,6 +2,7 @@ package nats
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/url"
@@ -257,5 +258,79 @@ func TestInvalidSubject(t *testing.T) {
 		if errs := s.Publish(context.Background(), []*sink.Message{sinktest.NewMessage(subj, "ok", 0)}); errs != nil {
 			t.Errorf("subject %q: %v", subj, errs[0])
 		}
+	}
+}
+
+// holdJS holds the async publish of one subject until release is closed.
+type holdJS struct {
+	jetstream.JetStream
+	subject string
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *holdJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if m.Subject == h.subject {
+		close(h.entered)
+		<-h.release
+	}
+	return h.JetStream.PublishMsgAsync(m, opts...)
+}
+
+// TestCloseWaitsForPublish: Close lets a Publish in progress finish over the
+// open connection (its messages are accepted, not failed by Close), and
+// turns away the Publish calls that come after it.
+func TestCloseWaitsForPublish(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	s := f.sink(t, f.url, 10*time.Second)
+	held := f.prefix + ".held"
+	h := &holdJS{JetStream: s.js, subject: held, entered: make(chan struct{}), release: make(chan struct{})}
+	s.js = h
+
+	inFlight := []*sink.Message{sinktest.NewMessage(held, "held", 0), sinktest.NewMessage(f.prefix+".next", "next", 0)}
+	var inFlightErrs []error
+	published := make(chan struct{})
+	go func() {
+		inFlightErrs = s.Publish(context.Background(), inFlight)
+		close(published)
+	}()
+	<-h.entered
+
+	closed := make(chan error, 1)
+	go func() {
+		err := s.Close()
+		select {
+		case <-published:
+		default:
+			t.Error("Close returned while a Publish was in progress")
+		}
+		closed <- err
+	}()
+	// Once Close has begun, a new Publish fails: retried by the relay, not
+	// dead-lettered.
+	probe := f.prefix + ".probe"
+	for seq := 0; ; seq++ {
+		errs := s.Publish(context.Background(), []*sink.Message{sinktest.NewMessage(probe, "probe", seq)})
+		if errs == nil {
+			continue
+		}
+		if len(errs) != 1 || !errors.Is(errs[0], ErrClosed) || sink.Permanent(errs[0]) {
+			t.Fatalf("Publish after Close = %v, want ErrClosed, not permanent", errs)
+		}
+		break
+	}
+	close(h.release)
+	<-published
+	if inFlightErrs != nil {
+		t.Errorf("Publish in progress when Close was called = %v, want every message accepted", inFlightErrs)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if got := f.consume(ctx, t, held, 1); len(got) != 1 {
+		t.Errorf("consumed %d messages of the Publish in progress, want 1", len(got))
 	}
 }

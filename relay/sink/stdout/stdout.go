@@ -6,14 +6,19 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
 	"unicode/utf8"
 
+	"github.com/outboxrelay/outbox/internal/inflight"
 	"github.com/outboxrelay/outbox/relay/sink"
 )
+
+// ErrClosed is returned for messages published after Close.
+var ErrClosed = errors.New("stdout: sink closed")
 
 // Config configures the sink.
 type Config struct {
@@ -22,12 +27,13 @@ type Config struct {
 	Pretty bool `yaml:"pretty"`
 }
 
-// Sink writes JSON lines.
+// Sink writes JSON lines. It is safe for concurrent use; Publish calls
+// write one at a time.
 type Sink struct {
-	mu     sync.Mutex
-	w      *bufio.Writer
-	cfg    Config
-	closed bool
+	calls inflight.Gate // Publish calls in progress; closed by Close
+	mu    sync.Mutex    // one Publish writes at a time
+	w     *bufio.Writer
+	cfg   Config
 }
 
 var _ sink.Sink = (*Sink)(nil)
@@ -86,11 +92,12 @@ func Encode(m *sink.Message) Line {
 
 // Publish writes one line per message and flushes.
 func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
+	if !s.calls.Enter() {
+		return sink.AllFailed(len(msgs), ErrClosed)
+	}
+	defer s.calls.Leave()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return sink.AllFailed(len(msgs), fmt.Errorf("stdout: sink closed"))
-	}
 	enc := json.NewEncoder(s.w)
 	if s.cfg.Pretty {
 		enc.SetIndent("", "  ")
@@ -106,10 +113,13 @@ func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
 	return nil
 }
 
-// Close flushes and stops the sink.
+// Close turns away new Publish calls, waits for the ones in progress, and
+// flushes. A second Close returns nil at once.
 func (s *Sink) Close() error {
+	if !s.calls.Close() {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.closed = true
 	return s.w.Flush()
 }
