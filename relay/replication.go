@@ -225,7 +225,7 @@ func (s *session) connect(ctx context.Context) error {
 	db := s.cfg.Database
 	pcfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
-		return fatal(fmt.Errorf("database.url: %w", redactErr(err, db.URL)))
+		return fatal(fmt.Errorf("database.url: %v", err))
 	}
 	pcfg.MaxConns = 8
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "outbox-relay"
@@ -287,7 +287,7 @@ func (s *session) lead(ctx context.Context) error {
 	id := lockID(db.Schema, db.Slot)
 	ccfg, err := pgx.ParseConfig(db.URL)
 	if err != nil {
-		return fatal(fmt.Errorf("database.url: %w", redactErr(err, db.URL)))
+		return fatal(fmt.Errorf("database.url: %v", err))
 	}
 	setLiveness(ccfg.RuntimeParams, db.FailoverTimeout.D())
 	// A standby keeps one connection and asks for the lock on it every
@@ -390,7 +390,7 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 	db := s.cfg.Database
 	rcfg, err := pgconn.ParseConfig(db.URL)
 	if err != nil {
-		return 0, nil, fatal(fmt.Errorf("database.url: %w", redactErr(err, db.URL)))
+		return 0, nil, fatal(fmt.Errorf("database.url: %v", err))
 	}
 	rcfg.RuntimeParams["replication"] = "database"
 	setLiveness(rcfg.RuntimeParams, db.FailoverTimeout.D())
@@ -984,24 +984,4 @@ func setLiveness(params map[string]string, timeout time.Duration) {
 	params["tcp_keepalives_idle"] = fmt.Sprint(max(1, secs/3))
 	params["tcp_keepalives_interval"] = fmt.Sprint(max(1, secs/6))
 	params["tcp_keepalives_count"] = "3"
-}
-
-// redactErr replaces a DSN's password in an error message.
-func redactErr(err error, dsn string) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	if pw := dsnPassword(dsn); pw != "" {
-		msg = strings.ReplaceAll(msg, pw, "xxxxx")
-	}
-	return errors.New(msg)
-}
-
-func dsnPassword(dsn string) string {
-	cfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		return ""
-	}
-	return cfg.Password
 }

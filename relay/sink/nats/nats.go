@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outboxrelay/outbox/internal/inflight"
+	"github.com/outboxrelay/outbox/internal/redact"
 	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/sdk/wire"
 )
@@ -33,7 +33,8 @@ var ErrClosed = errors.New("nats: sink closed")
 
 // Config configures the sink. Fields are read from the sink's entry in relay.yaml.
 type Config struct {
-	// URL of the NATS server(s), comma-separated. Defaults to nats://127.0.0.1:4222.
+	// URL of the NATS server(s), comma-separated; a URL without a scheme
+	// is taken as nats://. Defaults to nats://127.0.0.1:4222.
 	URL string `yaml:"url"`
 	// Stream is the JetStream stream the destinations belong to. It is
 	// created when missing, with Subjects. Required.
@@ -87,12 +88,34 @@ func (c Config) Validate() error {
 	case c.PublishTimeout < 0:
 		return fmt.Errorf("publish_timeout: %v is negative", c.PublishTimeout)
 	}
+	// nats.Connect's own parse error repeats the URL, password included.
+	for _, u := range serverURLs(c.URL) {
+		if _, err := redact.ParseURL(u); err != nil {
+			return err
+		}
+	}
 	if c.NKey != "" {
 		if _, err := nats.NkeyOptionFromSeed(c.NKey); err != nil {
 			return fmt.Errorf("nkey: %w", err)
 		}
 	}
 	return nil
+}
+
+// serverURLs splits a comma-separated list of server URLs as nats.Connect
+// does, with nats:// added to a URL without a scheme.
+func serverURLs(list string) []string {
+	var urls []string
+	for u := range strings.SplitSeq(list, ",") {
+		if u = strings.TrimSpace(u); u == "" {
+			continue
+		}
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		urls = append(urls, u)
+	}
+	return urls
 }
 
 // Sink publishes to JetStream. It is safe for concurrent use.
@@ -134,7 +157,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			logger.Info("sink reconnected", "server", redactURL(c.ConnectedUrl()))
+			logger.Info("sink reconnected", "server", redact.URL(c.ConnectedUrl()))
 		}),
 	}
 	if cfg.Creds != "" {
@@ -164,7 +187,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	}
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("nats: connect to %s: %w", redactURL(cfg.URL), err)
+		return nil, fmt.Errorf("nats: connect to %s: %w", redact.URLs(cfg.URL), err)
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxAsyncPending),
@@ -179,7 +202,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 		nc.Close()
 		return nil, err
 	}
-	logger.Info("sink connected", "server", redactURL(nc.ConnectedUrl()), "stream", cfg.Stream)
+	logger.Info("sink connected", "server", redact.URL(nc.ConnectedUrl()), "stream", cfg.Stream)
 	return s, nil
 }
 
@@ -404,17 +427,4 @@ func (s *Sink) Close() error {
 	}
 	s.nc.Close()
 	return nil
-}
-
-func redactURL(u string) string {
-	parts := strings.Split(u, ",")
-	for i, p := range parts {
-		if pu, err := url.Parse(strings.TrimSpace(p)); err == nil && pu.User != nil {
-			if _, has := pu.User.Password(); has {
-				pu.User = url.UserPassword(pu.User.Username(), "xxxxx")
-			}
-			parts[i] = pu.String()
-		}
-	}
-	return strings.Join(parts, ",")
 }

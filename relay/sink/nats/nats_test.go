@@ -334,3 +334,19 @@ func TestCloseWaitsForPublish(t *testing.T) {
 		t.Errorf("consumed %d messages of the Publish in progress, want 1", len(got))
 	}
 }
+
+// TestConnectErrorHidesPassword: the error of a URL that does not parse or
+// connect names the URL without its password, in every URL of the list.
+func TestConnectErrorHidesPassword(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{
+		"nats://relay:hunter2%zz@127.0.0.1:4222",
+		"nats://relay:hunter2@127.0.0.1:1, nats://relay:hunter2%zz@127.0.0.1:2",
+		"nats://relay:hunter2@[::1",
+	} {
+		_, err := New(context.Background(), Config{URL: u, Stream: "S"}, slog.New(slog.DiscardHandler))
+		if err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("New(url %q): got %v, want an error without the password", u, err)
+		}
+	}
+}

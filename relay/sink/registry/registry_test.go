@@ -37,6 +37,7 @@ func TestCheck(t *testing.T) {
 	for name, c := range map[string]struct{ sink, want string }{
 		"nats without stream":   {"{name: bus, type: nats, url: 'nats://127.0.0.1:1'}", "t.yaml:3: sinks.bus: stream: required"},
 		"nats negative timeout": {"{name: bus, type: nats, stream: S, publish_timeout: -1s}", "publish_timeout: -1s is negative"},
+		"nats bad url":          {"{name: bus, type: nats, stream: S, url: 'nats://u:hunter2%zz@h'}", "url: does not parse"},
 		"nats bad duration":     {"{name: bus, type: nats, stream: S, duplicate_window: soon}", "write it like 200ms"},
 		"unknown key":           {"{name: bus, type: kafka, brokers: ['127.0.0.1:1'], batch_timout: 1s}", "batch_timout"},
 		"kafka validate":        {"{name: bus, type: kafka}", "t.yaml:3: sinks.bus: brokers"},
