@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/internal/suggest"
 )
 
 // Config is the relay's configuration, usually loaded from relay.yaml with
@@ -168,7 +169,9 @@ func (s *SinkConfig) Decode(v any) error {
 		return err
 	}
 	if err := s.Node.Decode(v); err != nil {
-		return &ConfigError{Line: s.Line, Field: "sinks." + s.Name, Msg: cleanYAMLError(err)}
+		// Sink configs hold plain time.Duration fields.
+		msg := strings.ReplaceAll(cleanYAMLError(err), "into time.Duration", "into a duration (write it like 200ms, 30s or 5m)")
+		return &ConfigError{Line: s.Line, Field: "sinks." + s.Name, Msg: msg}
 	}
 	return nil
 }
@@ -538,42 +541,7 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 
 // Suggest returns the candidate closest to s by edit distance, or "" when none
 // is close enough to be a likely typo.
-func Suggest(s string, candidates []string) string {
-	best, bestD := "", 1<<30
-	for _, c := range candidates {
-		if d := editDistance(strings.ToLower(s), strings.ToLower(c)); d < bestD {
-			best, bestD = c, d
-		}
-	}
-	if bestD <= max(2, len(s)/3) && bestD < len(s) {
-		return best
-	}
-	return ""
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			// transposition counts as one edit
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				cur[j] = min(cur[j], prev[j-1])
-			}
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
+func Suggest(s string, candidates []string) string { return suggest.Nearest(s, candidates) }
 
 func (c *Config) fill() {
 	d := &c.Database
@@ -755,11 +723,12 @@ func (c *Config) Validate(sinkTypes []string) error {
 }
 
 // checkDatabaseURL parses a connection string as the relay's connections do
-// (pgxpool's parser accepts what pgx and pgconn accept, and the pool keys);
-// the error hides the password.
+// (pgxpool's parser accepts what pgx and pgconn accept, and the pool keys).
+// pgx masks the password in its error (TestDatabaseURLErrorsHidePassword);
+// %v leaves out its ParseConfigError, whose ConnString field holds it.
 func checkDatabaseURL(dsn string) error {
 	if _, err := pgxpool.ParseConfig(dsn); err != nil {
-		return fmt.Errorf("%w (write it like postgres://USER:PASSWORD@HOST:5432/DB?sslmode=require; percent-encode reserved characters in the password)", redactErr(err, dsn))
+		return fmt.Errorf("%v (write it like postgres://USER:PASSWORD@HOST:5432/DB?sslmode=require; percent-encode reserved characters in the password)", err)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/sdk"
 )
 
@@ -23,7 +24,7 @@ func (p *poisonText) Publish(ctx context.Context, msgs []*relay.Message) []error
 	var idx []int
 	for i, m := range msgs {
 		if strings.HasPrefix(m.Event.EventType, "bad.") {
-			errs[i] = relay.Permanentf("handler: cannot decode \x00 at byte 3 of \xff\xfe%s", strings.Repeat("x", 100_000))
+			errs[i] = sink.Permanentf("handler: cannot decode \x00 at byte 3 of \xff\xfe%s", strings.Repeat("x", 100_000))
 			continue
 		}
 		pass = append(pass, m)

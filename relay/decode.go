@@ -172,7 +172,7 @@ func rawRowFromResult(rows pgx.Rows, first int) rawRow {
 
 // decode fills ev from the row. It fails only when the id cannot be read (no
 // PostgreSQL uuid column gives that). A value that cannot be decoded (a
-// header, a timestamp) leaves ev.decodeErr set, so that the row is
+// header, a timestamp) leaves ev.DecodeErr set, so that the row is
 // dead-lettered with the reason instead of stopping the relay.
 func (row *rawRow) decode(ev *Event) error {
 	str := func(i int) string {
@@ -196,10 +196,10 @@ func (row *rawRow) decode(ev *Event) error {
 	default:
 		return fmt.Errorf("%w: id is missing", ErrDecode)
 	}
-	ev.decodeErr, ev.rawHeaders = nil, nil
+	ev.DecodeErr, ev.RawHeaders = nil, nil
 	bad := func(err error) {
-		if ev.decodeErr == nil {
-			ev.decodeErr = fmt.Errorf("%w: %w", ErrDecode, err)
+		if ev.DecodeErr == nil {
+			ev.DecodeErr = fmt.Errorf("%w: %w", ErrDecode, err)
 		}
 	}
 	ev.AggregateType = str(colAggregateType)
@@ -244,7 +244,7 @@ func (row *rawRow) decode(ev *Event) error {
 		if ev.Headers, err = decodeHeaders(h); err != nil {
 			bad(fmt.Errorf("headers: %w", err))
 		}
-		ev.rawHeaders = h
+		ev.RawHeaders = h
 	}
 	var err error
 	if ev.OccurredAt, ev.OccurredAtInf, err = decodeTime(row.vals[colOccurredAt], row.kinds[colOccurredAt]); err != nil {

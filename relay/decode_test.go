@@ -120,7 +120,7 @@ func FuzzDecodeInsert(f *testing.F) {
 	rels := testRelation()
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		var ev Event
-		if decodeInsert(msg, rels, &ev) != nil || ev.decodeErr != nil {
+		if decodeInsert(msg, rels, &ev) != nil || ev.DecodeErr != nil {
 			return // must not panic
 		}
 		// A timestamp that decodes formats and parses back to itself.
@@ -255,8 +255,8 @@ func TestDecodeInsertEdgeTimestamps(t *testing.T) {
 		if err := decodeInsert(timeInsert(pgMicros(at), pgMicros(at)), testRelation(), &ev); err != nil {
 			t.Fatalf("%v: %v", at, err)
 		}
-		if ev.OccurredAt != at || ev.CreatedAt != at || ev.OccurredAtInf != pgtype.Finite || ev.decodeErr != nil {
-			t.Errorf("%v decoded as occurred_at %v, created_at %v (%v)", at, ev.OccurredAt, ev.CreatedAt, ev.decodeErr)
+		if ev.OccurredAt != at || ev.CreatedAt != at || ev.OccurredAtInf != pgtype.Finite || ev.DecodeErr != nil {
+			t.Errorf("%v decoded as occurred_at %v, created_at %v (%v)", at, ev.OccurredAt, ev.CreatedAt, ev.DecodeErr)
 		}
 	}
 	var ev Event
@@ -283,8 +283,8 @@ func TestDecodeInsertEdgeTimestamps(t *testing.T) {
 		if err := decodeInsert(textTimeInsert(c.text, c.text), testRelation(), &ev); err != nil {
 			t.Fatal(err)
 		}
-		if ev.OccurredAt != c.at || ev.OccurredAtInf != c.inf || ev.CreatedAt != c.at || ev.decodeErr != nil {
-			t.Errorf("%q decoded as %v %v (%v), want %v %v", c.text, ev.OccurredAt, ev.OccurredAtInf, ev.decodeErr, c.at, c.inf)
+		if ev.OccurredAt != c.at || ev.OccurredAtInf != c.inf || ev.CreatedAt != c.at || ev.DecodeErr != nil {
+			t.Errorf("%q decoded as %v %v (%v), want %v %v", c.text, ev.OccurredAt, ev.OccurredAtInf, ev.DecodeErr, c.at, c.inf)
 		}
 	}
 }
@@ -315,8 +315,8 @@ func TestDecodeInsertBadValues(t *testing.T) {
 			t.Errorf("%s: the message failed (%v); want the row marked undecodable", name, err)
 			continue
 		}
-		if ev.decodeErr == nil || !strings.Contains(ev.decodeErr.Error(), c.want) || !errors.Is(ev.decodeErr, ErrDecode) {
-			t.Errorf("%s: decode error %v, want one with %q", name, ev.decodeErr, c.want)
+		if ev.DecodeErr == nil || !strings.Contains(ev.DecodeErr.Error(), c.want) || !errors.Is(ev.DecodeErr, ErrDecode) {
+			t.Errorf("%s: decode error %v, want one with %q", name, ev.DecodeErr, c.want)
 		}
 		if ev.ID != id || ev.EventType != "order.created" || ev.CreatedAt != edgeTimes[1] {
 			t.Errorf("%s: the rest of the row was not decoded: %+v", name, ev)
@@ -324,9 +324,9 @@ func TestDecodeInsertBadValues(t *testing.T) {
 	}
 	// A text timestamp PostgreSQL would not write.
 	var ev Event
-	if err := decodeInsert(textTimeInsert("yesterday-ish", "2026-11-27 08:00:00+00"), testRelation(), &ev); err != nil || ev.decodeErr == nil ||
-		!strings.Contains(ev.decodeErr.Error(), "occurred_at") {
-		t.Errorf("unparseable text timestamp: err %v, decode error %v", err, ev.decodeErr)
+	if err := decodeInsert(textTimeInsert("yesterday-ish", "2026-11-27 08:00:00+00"), testRelation(), &ev); err != nil || ev.DecodeErr == nil ||
+		!strings.Contains(ev.DecodeErr.Error(), "occurred_at") {
+		t.Errorf("unparseable text timestamp: err %v, decode error %v", err, ev.DecodeErr)
 	}
 }
 

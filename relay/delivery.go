@@ -8,6 +8,8 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outboxrelay/outbox/relay/sink"
 )
 
 // item is one event on its way through the pipeline: it is finished when every
@@ -229,7 +231,7 @@ func (d *dispatcher) publish(ctx context.Context, s *sinkState, batch []*deliver
 	start := time.Now()
 	errs := s.sink.Publish(ctx, msgs)
 	if errs != nil && len(errs) != len(msgs) {
-		errs = AllFailed(len(msgs), errSinkContract)
+		errs = sink.AllFailed(len(msgs), errSinkContract)
 	}
 	for i, span := range spans {
 		var err error
@@ -244,7 +246,7 @@ func (d *dispatcher) publish(ctx context.Context, s *sinkState, batch []*deliver
 	}
 }
 
-var errSinkContract = Permanentf("sink returned a result slice of the wrong length")
+var errSinkContract = sink.Permanentf("sink returned a result slice of the wrong length")
 
 func (d *dispatcher) finishBatch(ctx context.Context, r batchResult) {
 	r.s.inflight--
@@ -272,11 +274,11 @@ func (d *dispatcher) fail(ctx context.Context, dl *delivery, err error, now time
 	dl.errs = append(dl.errs, now.UTC().Format(time.RFC3339Nano)+" "+msg)
 	rc := dl.route.Retry
 	exhausted := dl.msg.Attempt >= rc.MaxAttempts || (rc.MaxElapsed > 0 && now.Sub(dl.first) >= rc.MaxElapsed.D())
-	if Permanent(err) || exhausted {
+	if sink.Permanent(err) || exhausted {
 		dl.err = err
 		d.logger.Warn("event dead-lettered", "event_id", dl.msg.Event.ID.String(), "route", dl.route.Name,
 			"sink", dl.route.Sink, "destination", dl.msg.Destination, "attempts", dl.msg.Attempt,
-			"permanent", Permanent(err), "error", msg)
+			"permanent", sink.Permanent(err), "error", msg)
 		d.metrics.deadLettered(dl)
 		d.wg.Add(1)
 		go func() {

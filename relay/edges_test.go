@@ -21,6 +21,7 @@ import (
 
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/relay/sink/stdout"
 )
 
@@ -47,7 +48,7 @@ func (r *recorder) Publish(_ context.Context, msgs []*relay.Message) []error {
 		}
 	}
 	if r.refuse.Load() {
-		return relay.AllFailed(len(msgs), relay.Permanentf("test: refused"))
+		return sink.AllFailed(len(msgs), sink.Permanentf("test: refused"))
 	}
 	return nil
 }
@@ -173,7 +174,7 @@ type edgeRow struct {
 	occurred, created       string // PostgreSQL input
 	occurredAt, createdAt   time.Time
 	occurredInf, createdInf pgtype.InfinityModifier
-	attr                    relay.Attribute
+	attr                    sink.Attribute
 }
 
 var (
@@ -184,16 +185,16 @@ var (
 
 var edgeRows = []edgeRow{
 	{"2026-03-01 12:00:00.123456+00", "2026-03-01 12:00:01+00", day1.Add(123456 * time.Microsecond), day1.Add(time.Second), 0, 0,
-		relay.Attribute{Name: "time", Value: "2026-03-01T12:00:00.123456Z"}},
+		sink.Attribute{Name: "time", Value: "2026-03-01T12:00:00.123456Z"}},
 	{"0001-01-01 00:00:00+00", "2300-01-01 00:00:00+00", time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), 0, 0,
-		relay.Attribute{Name: "time", Value: "0001-01-01T00:00:00Z"}},
+		sink.Attribute{Name: "time", Value: "0001-01-01T00:00:00Z"}},
 	{"4713-01-01 00:00:00+00 BC", "294276-12-31 23:59:59.999999+00", time.Date(-4712, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(294276, 12, 31, 23, 59, 59, 999999000, time.UTC), 0, 0,
-		relay.Attribute{Name: "occurredat", Value: "-004712-01-01T00:00:00Z"}},
+		sink.Attribute{Name: "occurredat", Value: "-004712-01-01T00:00:00Z"}},
 	{"10000-01-01 00:00:00+00", "1707-06-01 12:00:00.5+00", time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(1707, 6, 1, 12, 0, 0, 5e8, time.UTC), 0, 0,
-		relay.Attribute{Name: "occurredat", Value: "+010000-01-01T00:00:00Z"}},
-	{"infinity", "2026-03-01 12:00:00+00", time.Time{}, day1, inf, 0, relay.Attribute{Name: "occurredat", Value: "infinity"}},
-	{"-infinity", "infinity", time.Time{}, time.Time{}, ninf, inf, relay.Attribute{Name: "occurredat", Value: "-infinity"}},
-	{"2026-03-01 12:00:00+00", "-infinity", day1, time.Time{}, 0, ninf, relay.Attribute{Name: "time", Value: "2026-03-01T12:00:00Z"}},
+		sink.Attribute{Name: "occurredat", Value: "+010000-01-01T00:00:00Z"}},
+	{"infinity", "2026-03-01 12:00:00+00", time.Time{}, day1, inf, 0, sink.Attribute{Name: "occurredat", Value: "infinity"}},
+	{"-infinity", "infinity", time.Time{}, time.Time{}, ninf, inf, sink.Attribute{Name: "occurredat", Value: "-infinity"}},
+	{"2026-03-01 12:00:00+00", "-infinity", day1, time.Time{}, 0, ninf, sink.Attribute{Name: "time", Value: "2026-03-01T12:00:00Z"}},
 }
 
 const edgeHeaders = `{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "n": 5, "nested": {"a": [1, "x"]}, "é": "ü"}`
@@ -258,7 +259,7 @@ func TestEdgeTimestampsOnEveryPath(t *testing.T) {
 			// The message carries occurred_at in time when RFC 3339 can
 			// hold it, else in occurredat; never both.
 			attrs := map[string]string{}
-			for _, a := range relay.CloudEvents(&m) {
+			for _, a := range sink.CloudEvents(&m) {
 				attrs[a.Name] = a.Value
 			}
 			other := map[string]string{"time": "occurredat", "occurredat": "time"}[w.attr.Name]

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/inbox"
 	"github.com/outboxrelay/outbox/sdk/wire"
@@ -49,8 +50,8 @@ func want(e *relay.Event) inbox.Envelope {
 	}
 }
 
-func attrs(e *relay.Event) []relay.Attribute {
-	return relay.CloudEvents(&relay.Message{Event: e, Source: "/outbox/test"})
+func attrs(e *relay.Event) []sink.Attribute {
+	return sink.CloudEvents(&relay.Message{Event: e, Source: "/outbox/test"})
 }
 
 // kafkaMessage is one delivery in Kafka's CloudEvents binary form, made from
@@ -68,7 +69,7 @@ func kafkaMessage(e *relay.Event) ([]inbox.KafkaHeader, []byte) {
 }
 
 // Each adapter reads back what a sink of that binding writes, built here from
-// relay.CloudEvents and sdk/wire. The sinks' contract suites
+// sink.CloudEvents and sdk/wire. The sinks' contract suites
 // (relay/sink/sinktest) read what the real sinks write through the real
 // brokers with these adapters.
 func TestAdaptersReadTheRelaysMessages(t *testing.T) {

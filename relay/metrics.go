@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outboxrelay/outbox/relay/sink"
 )
 
 // Metrics are the relay's Prometheus metrics. All names start with outbox_;
@@ -139,7 +141,7 @@ func (m *Metrics) deadLettered(dl *delivery) {
 		return
 	}
 	reason := "exhausted"
-	if Permanent(dl.err) {
+	if sink.Permanent(dl.err) {
 		reason = "permanent"
 	}
 	m.deadLetteredC.WithLabelValues(dl.route.Name, dl.route.Sink, reason).Inc()

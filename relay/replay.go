@@ -137,8 +137,8 @@ func (p *replayer) claim(ctx context.Context) (int, error) {
 		switch {
 		case rt == nil:
 			msg = fmt.Sprintf("route %q is not in the relay's config any more: add it back, or purge the dead letter", c.route)
-		case c.ev.decodeErr != nil:
-			msg = fmt.Sprintf("the dead letter's copy of the event cannot be decoded: %v", c.ev.decodeErr)
+		case c.ev.DecodeErr != nil:
+			msg = fmt.Sprintf("the dead letter's copy of the event cannot be decoded: %v", c.ev.DecodeErr)
 		}
 		if msg != "" {
 			p.logger.Warn("dead-letter replay failed", "dead_letter_id", c.id, "event_id", c.ev.ID.String(), "error", msg)

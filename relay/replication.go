@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/relay/sink"
 )
 
 // session is one stretch of being connected: leadership, slot, stream and
@@ -224,7 +225,7 @@ func (s *session) connect(ctx context.Context) error {
 	db := s.cfg.Database
 	pcfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
-		return fatal(fmt.Errorf("database.url: %w", redactErr(err, db.URL)))
+		return fatal(fmt.Errorf("database.url: %v", err))
 	}
 	pcfg.MaxConns = 8
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "outbox-relay"
@@ -286,7 +287,7 @@ func (s *session) lead(ctx context.Context) error {
 	id := lockID(db.Schema, db.Slot)
 	ccfg, err := pgx.ParseConfig(db.URL)
 	if err != nil {
-		return fatal(fmt.Errorf("database.url: %w", redactErr(err, db.URL)))
+		return fatal(fmt.Errorf("database.url: %v", err))
 	}
 	setLiveness(ccfg.RuntimeParams, db.FailoverTimeout.D())
 	// A standby keeps one connection and asks for the lock on it every
@@ -389,7 +390,7 @@ func (s *session) prepareSlot(ctx context.Context) (start pglogrepl.LSN, snapsho
 	db := s.cfg.Database
 	rcfg, err := pgconn.ParseConfig(db.URL)
 	if err != nil {
-		return 0, nil, fatal(fmt.Errorf("database.url: %w", redactErr(err, db.URL)))
+		return 0, nil, fatal(fmt.Errorf("database.url: %v", err))
 	}
 	rcfg.RuntimeParams["replication"] = "database"
 	setLiveness(rcfg.RuntimeParams, db.FailoverTimeout.D())
@@ -634,9 +635,9 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 		s.logger.Debug("event matched no route; dropped, its row is marked as handled",
 			"event_id", ev.ID.String(), "event_type", ev.EventType, "aggregate_type", ev.AggregateType)
 	}
-	if ev.decodeErr != nil {
+	if ev.DecodeErr != nil {
 		s.logger.Warn("a value of the row cannot be decoded; dead-lettering it on every route that takes it",
-			"event_id", ev.ID.String(), "event_type", ev.EventType, "error", ev.decodeErr)
+			"event_id", ev.ID.String(), "event_type", ev.EventType, "error", ev.DecodeErr)
 	}
 	it := newItem(ev, txn, len(s.routes))
 	for _, rt := range s.routes {
@@ -649,9 +650,9 @@ func (s *session) submitCounted(ctx context.Context, txn *Txn, ev *Event, keepal
 		} else {
 			dl.msg.Destination = dest
 		}
-		if ev.decodeErr != nil {
+		if ev.DecodeErr != nil {
 			// Dead-letter right away too: retrying cannot decode the row.
-			dl.err = MarkPermanent(ev.decodeErr)
+			dl.err = sink.MarkPermanent(ev.DecodeErr)
 		}
 		it.ds = append(it.ds, dl)
 	}
@@ -895,7 +896,7 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 					}
 				}
 				buf := bytes.Clone(data) // the connection reuses its read buffer
-				ev := &Event{CommitTime: commitTime, CommitLSN: commitLSN}
+				ev := &Event{CommitTime: commitTime, CommitLSN: sink.LSN(commitLSN)}
 				if err := decodeInsert(buf, s.rels, ev); err != nil {
 					return fmt.Errorf("replication stream at %s: %w", xld.WALStart, err)
 				}
@@ -983,24 +984,4 @@ func setLiveness(params map[string]string, timeout time.Duration) {
 	params["tcp_keepalives_idle"] = fmt.Sprint(max(1, secs/3))
 	params["tcp_keepalives_interval"] = fmt.Sprint(max(1, secs/6))
 	params["tcp_keepalives_count"] = "3"
-}
-
-// redactErr replaces a DSN's password in an error message.
-func redactErr(err error, dsn string) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	if pw := dsnPassword(dsn); pw != "" {
-		msg = strings.ReplaceAll(msg, pw, "xxxxx")
-	}
-	return errors.New(msg)
-}
-
-func dsnPassword(dsn string) string {
-	cfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		return ""
-	}
-	return cfg.Password
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"cel.dev/cel-go/cel"
+
+	"github.com/outboxrelay/outbox/relay/sink"
 )
 
 // Route is one compiled routing rule.
@@ -398,12 +400,12 @@ func (d *Destination) Render(ev *Event) (string, error) {
 		err := d.tmpl.Execute(&b, templateEvent{ID: ev.ID.String(), EventType: ev.EventType, AggregateType: ev.AggregateType,
 			AggregateID: ev.AggregateID, TenantID: ev.TenantID, SchemaVersion: ev.SchemaVersion, ContentType: ev.ContentType, Headers: ev.Headers})
 		if err != nil {
-			return "", Permanentf("destination %q: %v", d.src, err)
+			return "", sink.Permanentf("destination %q: %v", d.src, err)
 		}
 		s = b.String()
 	}
 	if s == "" {
-		return "", Permanentf("destination %q rendered empty for event %s", d.src, ev.ID)
+		return "", sink.Permanentf("destination %q rendered empty for event %s", d.src, ev.ID)
 	}
 	return s, nil
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outboxrelay/outbox/relay/sink"
 )
 
 func routerFor(t testing.TB, src string) *Router {
@@ -95,7 +97,7 @@ func TestDestination(t *testing.T) {
 		}
 	}
 	d, _ := ParseDestination("{{.TenantID}}")
-	if _, err := d.Render(&Event{}); !Permanent(err) {
+	if _, err := d.Render(&Event{}); !sink.Permanent(err) {
 		t.Errorf("empty destination: error %v, want a permanent error", err)
 	}
 	for _, bad := range []string{"{{.Nope}}", "{{", "{{.EventType | nosuchfunc}}"} {

@@ -61,10 +61,10 @@ func newDeadLetterText(dl *delivery, level sanitizeLevel) *deadLetterText {
 		headers[s(k)] = s(e.Headers[k])
 	}
 	hj, _ := json.Marshal(headers) // valid UTF-8 strings: cannot fail
-	if level == escapeUnstorable && e.rawHeaders != nil && json.Valid(e.rawHeaders) {
+	if level == escapeUnstorable && e.RawHeaders != nil && json.Valid(e.RawHeaders) {
 		// The row's own jsonb text: an exact copy, and storable, since
 		// PostgreSQL stored it once.
-		hj = e.rawHeaders
+		hj = e.RawHeaders
 	}
 	errs := make([]string, len(dl.errs))
 	for i, m := range dl.errs {

@@ -9,6 +9,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outboxrelay/outbox/relay/sink"
 )
 
 // tracing starts one producer span per delivery attempt, as a child of the
@@ -60,7 +62,7 @@ func endSpan(span trace.Span, err error) {
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-		if Permanent(err) {
+		if sink.Permanent(err) {
 			span.SetAttributes(attribute.Bool("outbox.permanent_error", true))
 		}
 	}

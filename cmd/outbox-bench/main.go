@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/outboxrelay/outbox/internal/bench"
+	"github.com/outboxrelay/outbox/cmd/outbox-bench/bench"
 )
 
 func main() {

@@ -17,7 +17,7 @@ import (
 
 	"github.com/outboxrelay/outbox/examples/orders/events"
 	"github.com/outboxrelay/outbox/internal/testutil"
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	natssink "github.com/outboxrelay/outbox/relay/sink/nats"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/inbox"
@@ -54,9 +54,9 @@ func relayed(t *testing.T, subject string, v sdk.Versioned, orderID string) *nat
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := &relay.Event{ID: uuid.Must(uuid.NewV7()), AggregateType: e.AggregateType, AggregateID: e.AggregateID, EventType: e.EventType,
+	ev := &sink.Event{ID: uuid.Must(uuid.NewV7()), AggregateType: e.AggregateType, AggregateID: e.AggregateID, EventType: e.EventType,
 		SchemaVersion: e.SchemaVersion, Payload: e.Payload, ContentType: e.ContentType, OccurredAt: time.Now()}
-	m := natssink.Message(&relay.Message{Event: ev, Route: "orders", Destination: subject + "." + e.EventType, Source: "/outbox/test"})
+	m := natssink.Message(&sink.Message{Event: ev, Route: "orders", Destination: subject + "." + e.EventType, Source: "/outbox/test"})
 	m.Header.Set("Nats-Msg-Id", ev.ID.String())
 	return m
 }

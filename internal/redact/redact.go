@@ -1,11 +1,16 @@
 // Package redact keeps the passwords in connection URLs out of logs and
-// error messages.
+// error messages; every sink uses it for its broker URLs. PostgreSQL
+// connection strings are the exception: pgx masks the password in its own
+// parse errors, for URLs and keyword/value strings alike (the relay's
+// TestDatabaseURLErrorsHidePassword checks it), and the relay prints those
+// errors as they are.
 package redact
 
 import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 )
 
 // URL returns rawURL with its password replaced by "xxxxx"; a URL that does
@@ -16,6 +21,16 @@ func URL(rawURL string) string {
 		return "<unparsable URL>"
 	}
 	return u.Redacted()
+}
+
+// URLs is URL for a comma-separated list of URLs (NATS's form for several
+// servers): each is redacted on its own.
+func URLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		parts[i] = URL(strings.TrimSpace(p))
+	}
+	return strings.Join(parts, ",")
 }
 
 // ParseURL parses rawURL with an error that does not quote it: net/url's

@@ -17,6 +17,13 @@ func TestURL(t *testing.T) {
 	}
 }
 
+func TestURLs(t *testing.T) {
+	in := "nats://u:hunter2@a:4222, nats://b:4222,nats://u:hunter2%zz@c"
+	if got, want := URLs(in), "nats://u:xxxxx@a:4222,nats://b:4222,<unparsable URL>"; got != want {
+		t.Errorf("URLs(%q) = %q, want %q", in, got, want)
+	}
+}
+
 func TestParseURL(t *testing.T) {
 	if u, err := ParseURL("redis://u:hunter2@h:6379/0"); err != nil || u.Host != "h:6379" {
 		t.Errorf("ParseURL = %v, %v", u, err)

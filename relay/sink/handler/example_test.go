@@ -8,6 +8,7 @@ import (
 	"os/signal"
 
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/relay/sink/handler"
 )
 
@@ -19,15 +20,15 @@ func Example() {
 		log.Fatal(err)
 	}
 	// Synchronous: the return value is the outcome.
-	h.Handle("order.placed", func(ctx context.Context, m *relay.Message) error {
+	h.Handle("order.placed", func(ctx context.Context, m *sink.Message) error {
 		if len(m.Event.Payload) == 0 {
-			return relay.MarkPermanent(errors.New("empty order")) // dead-lettered at once
+			return sink.MarkPermanent(errors.New("empty order")) // dead-lettered at once
 		}
 		log.Printf("order %s placed (attempt %d)", m.Event.AggregateID, m.Attempt)
 		return nil // an error here is retried with the route's backoff
 	})
 	// Asynchronous: the outcome is reported later through done.
-	h.HandleAsync("order.*", func(ctx context.Context, m *relay.Message, done func(error)) {
+	h.HandleAsync("order.*", func(ctx context.Context, m *sink.Message, done func(error)) {
 		go func() { done(nil) }()
 	})
 
@@ -38,7 +39,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	r, err := relay.New(cfg, map[string]relay.Sink{"orders": h}, nil)
+	r, err := relay.New(cfg, map[string]sink.Sink{"orders": h}, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

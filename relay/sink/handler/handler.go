@@ -7,14 +7,14 @@
 // failure (or exhausted retries) lands in the dead-letter table.
 //
 //	h, _ := handler.New(nil)
-//	h.Handle("order.*", func(ctx context.Context, m *relay.Message) error {
+//	h.Handle("order.*", func(ctx context.Context, m *sink.Message) error {
 //		return ship(ctx, m.Event.AggregateID, m.Event.Payload)
 //	})
 //	cfg, _ := relay.NewConfig(relay.Config{
 //		Database: relay.DatabaseConfig{URL: dsn},
 //		Routes:   []relay.RouteConfig{{Name: "app", Match: "*", Sink: "app"}},
 //	})
-//	r, _ := relay.New(cfg, map[string]relay.Sink{"app": h}, nil)
+//	r, _ := relay.New(cfg, map[string]sink.Sink{"app": h}, nil)
 //	err := r.Run(ctx)
 //
 // Two kinds of handlers:
@@ -28,7 +28,7 @@
 // An outcome is nil (handled: the event is marked delivered once every route
 // has handled it), an error (retried by the relay, up to the route's
 // retry.max_attempts, then dead-lettered), or an error wrapped with
-// relay.MarkPermanent (dead-lettered at once, without retries). An event whose
+// sink.MarkPermanent (dead-lettered at once, without retries). An event whose
 // type has no handler is a permanent error (ErrNoHandler): route only the
 // types the program handles to this sink, or register a "*" handler.
 //
@@ -51,13 +51,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/internal/inflight"
+	"github.com/outboxrelay/outbox/internal/suggest"
+	"github.com/outboxrelay/outbox/relay/sink"
 )
 
 // Func handles one message synchronously and returns its outcome. ctx is
 // cancelled when Config.Timeout passes or the relay stops. m belongs to the
 // relay: read it, do not modify it or keep it after returning.
-type Func func(ctx context.Context, m *relay.Message) error
+type Func func(ctx context.Context, m *sink.Message) error
 
 // AsyncFunc starts handling one message and reports the outcome by calling
 // done exactly once, now or later, from any goroutine. Calls after the first
@@ -65,7 +67,7 @@ type Func func(ctx context.Context, m *relay.Message) error
 // failed with ErrTimeout and will be retried). ctx stays valid until done is
 // called or the timeout passes. m belongs to the relay: do not modify it, and
 // do not read it after calling done.
-type AsyncFunc func(ctx context.Context, m *relay.Message, done func(error))
+type AsyncFunc func(ctx context.Context, m *sink.Message, done func(error))
 
 // Config configures a Sink. A nil *Config means all defaults.
 type Config struct {
@@ -132,12 +134,11 @@ type Sink struct {
 	exact map[string]*entry
 	globs []*entry // most specific first
 
-	life    sync.Mutex
-	closed  bool
-	running sync.WaitGroup // Publish calls and handler goroutines
+	calls   inflight.Gate  // Publish calls in progress; closed by Close
+	running sync.WaitGroup // handler goroutines, started by Publish calls
 }
 
-var _ relay.Sink = (*Sink)(nil)
+var _ sink.Sink = (*Sink)(nil)
 
 // New returns a Sink with no handlers, or an error naming the invalid Config
 // field.
@@ -249,11 +250,11 @@ func (s *Sink) lookup(eventType string) (*entry, error) {
 	hint := " (no handlers are registered)"
 	if len(patterns) > 0 {
 		hint = " (registered: " + strings.Join(patterns, ", ") + ")"
-		if sg := relay.Suggest(eventType, patterns); sg != "" {
+		if sg := suggest.Nearest(eventType, patterns); sg != "" {
 			hint = fmt.Sprintf(" (did you mean %q? registered: %s)", sg, strings.Join(patterns, ", "))
 		}
 	}
-	return nil, relay.MarkPermanent(fmt.Errorf("handler: %w for event type %q%s", ErrNoHandler, eventType, hint))
+	return nil, sink.MarkPermanent(fmt.Errorf("handler: %w for event type %q%s", ErrNoHandler, eventType, hint))
 }
 
 // outcomes collects the results of one Publish call. The first report for a
@@ -315,15 +316,11 @@ func (o *outcomes) result(err error) []error {
 // Publish hands each message to the handler of its event type and waits
 // for every outcome (or for ctx to end: the messages still being handled then
 // fail with ctx's error and are delivered again by the relay).
-func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
-	s.life.Lock()
-	if s.closed {
-		s.life.Unlock()
-		return relay.AllFailed(len(msgs), ErrClosed)
+func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
+	if !s.calls.Enter() {
+		return sink.AllFailed(len(msgs), ErrClosed)
 	}
-	s.running.Add(1)
-	s.life.Unlock()
-	defer s.running.Done()
+	defer s.calls.Leave()
 
 	out := newOutcomes(len(msgs))
 dispatch:
@@ -358,7 +355,7 @@ dispatch:
 	}
 }
 
-func (s *Sink) callSync(ctx context.Context, e *entry, m *relay.Message) (err error) {
+func (s *Sink) callSync(ctx context.Context, e *entry, m *sink.Message) (err error) {
 	hctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	defer s.recover(e, m, &err)
@@ -367,7 +364,7 @@ func (s *Sink) callSync(ctx context.Context, e *entry, m *relay.Message) (err er
 
 // callAsync starts an async handler. report records the outcome and says
 // whether it was the first.
-func (s *Sink) callAsync(ctx context.Context, e *entry, m *relay.Message, report func(error) bool) {
+func (s *Sink) callAsync(ctx context.Context, e *entry, m *sink.Message, report func(error) bool) {
 	hctx, cancel := context.WithTimeoutCause(ctx, s.timeout, ErrTimeout)
 	id, eventType := m.Event.ID.String(), m.Event.EventType
 	stop := context.AfterFunc(hctx, func() {
@@ -403,7 +400,7 @@ func (s *Sink) callAsync(ctx context.Context, e *entry, m *relay.Message, report
 }
 
 // recover turns a handler panic into a *PanicError in *err.
-func (s *Sink) recover(e *entry, m *relay.Message, err *error) {
+func (s *Sink) recover(e *entry, m *sink.Message, err *error) {
 	if v := recover(); v != nil {
 		pe := &PanicError{Value: v, Stack: debug.Stack()}
 		s.logger.Error("handler panicked", "event_id", m.Event.ID.String(), "event_type", m.Event.EventType,
@@ -416,9 +413,11 @@ func (s *Sink) recover(e *entry, m *relay.Message, err *error) {
 // running (synchronous handlers, whose ctx the relay has cancelled, and calls
 // of async handlers; not the work an async handler left running).
 func (s *Sink) Close() error {
-	s.life.Lock()
-	s.closed = true
-	s.life.Unlock()
+	if !s.calls.Close() {
+		return nil
+	}
+	// Handler goroutines start only within Publish calls, which have all
+	// returned: none starts after this.
 	s.running.Wait()
 	return nil
 }

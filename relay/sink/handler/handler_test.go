@@ -15,7 +15,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
 
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/relay/sink/handler"
 )
 
@@ -39,9 +39,9 @@ func newSink(t *testing.T, cfg *handler.Config) *handler.Sink {
 	return s
 }
 
-func msg(eventType, key string) *relay.Message {
-	return &relay.Message{
-		Event:   &relay.Event{ID: uuid.Must(uuid.NewV7()), AggregateType: "order", AggregateID: key, EventType: eventType, Payload: []byte(`{}`)},
+func msg(eventType, key string) *sink.Message {
+	return &sink.Message{
+		Event:   &sink.Event{ID: uuid.Must(uuid.NewV7()), AggregateType: "order", AggregateID: key, EventType: eventType, Payload: []byte(`{}`)},
 		Route:   "app",
 		Attempt: 1,
 	}
@@ -60,7 +60,7 @@ func TestDispatchByPattern(t *testing.T) {
 	var mu sync.Mutex
 	got := map[string]string{} // event type -> pattern that handled it
 	reg := func(p string) {
-		must(t, s.Handle(p, func(_ context.Context, m *relay.Message) error {
+		must(t, s.Handle(p, func(_ context.Context, m *sink.Message) error {
 			mu.Lock()
 			got[m.Event.EventType] = p
 			mu.Unlock()
@@ -77,7 +77,7 @@ func TestDispatchByPattern(t *testing.T) {
 		"customer.added": "*",
 		"invoice.a1":     "invoice.[ab]*",
 	}
-	var msgs []*relay.Message
+	var msgs []*sink.Message
 	for et := range want {
 		msgs = append(msgs, msg(et, et))
 	}
@@ -94,11 +94,11 @@ func TestDispatchByPattern(t *testing.T) {
 func TestRegistrationErrors(t *testing.T) {
 	t.Parallel()
 	s := newSink(t, nil)
-	ok := func(context.Context, *relay.Message) error { return nil }
+	ok := func(context.Context, *sink.Message) error { return nil }
 	must(t, s.Handle("order.*", ok))
 	for name, err := range map[string]error{
 		"duplicate":      s.Handle("order.*", ok),
-		"duplicate kind": s.HandleAsync("order.*", func(context.Context, *relay.Message, func(error)) {}),
+		"duplicate kind": s.HandleAsync("order.*", func(context.Context, *sink.Message, func(error)) {}),
 		"bad glob":       s.Handle("order.[", ok),
 		"empty":          s.Handle("", ok),
 		"nil":            s.Handle("x", nil),
@@ -120,14 +120,14 @@ func TestOutcomes(t *testing.T) {
 	t.Parallel()
 	s := newSink(t, nil)
 	boom := errors.New("boom")
-	must(t, s.Handle("ok", func(context.Context, *relay.Message) error { return nil }))
-	must(t, s.Handle("fail", func(context.Context, *relay.Message) error { return boom }))
-	must(t, s.Handle("permanent", func(context.Context, *relay.Message) error { return relay.MarkPermanent(boom) }))
-	must(t, s.Handle("panic", func(context.Context, *relay.Message) error { panic("kaboom") }))
-	must(t, s.HandleAsync("async.panic", func(context.Context, *relay.Message, func(error)) { panic(boom) }))
-	must(t, s.Handle("order.placed", func(context.Context, *relay.Message) error { return nil }))
+	must(t, s.Handle("ok", func(context.Context, *sink.Message) error { return nil }))
+	must(t, s.Handle("fail", func(context.Context, *sink.Message) error { return boom }))
+	must(t, s.Handle("permanent", func(context.Context, *sink.Message) error { return sink.MarkPermanent(boom) }))
+	must(t, s.Handle("panic", func(context.Context, *sink.Message) error { panic("kaboom") }))
+	must(t, s.HandleAsync("async.panic", func(context.Context, *sink.Message, func(error)) { panic(boom) }))
+	must(t, s.Handle("order.placed", func(context.Context, *sink.Message) error { return nil }))
 
-	msgs := []*relay.Message{msg("ok", "1"), msg("fail", "2"), msg("permanent", "3"), msg("panic", "4"), msg("order.plcaed", "5"), msg("async.panic", "6")}
+	msgs := []*sink.Message{msg("ok", "1"), msg("fail", "2"), msg("permanent", "3"), msg("panic", "4"), msg("order.plcaed", "5"), msg("async.panic", "6")}
 	errs := s.Publish(context.Background(), msgs)
 	if len(errs) != len(msgs) {
 		t.Fatalf("Publish returned %d results for %d messages: %v", len(errs), len(msgs), errs)
@@ -135,17 +135,17 @@ func TestOutcomes(t *testing.T) {
 	if errs[0] != nil {
 		t.Errorf("ok: %v", errs[0])
 	}
-	if !errors.Is(errs[1], boom) || relay.Permanent(errs[1]) {
-		t.Errorf("fail: %v (permanent %v), want boom, retryable", errs[1], relay.Permanent(errs[1]))
+	if !errors.Is(errs[1], boom) || sink.Permanent(errs[1]) {
+		t.Errorf("fail: %v (permanent %v), want boom, retryable", errs[1], sink.Permanent(errs[1]))
 	}
-	if !errors.Is(errs[2], boom) || !relay.Permanent(errs[2]) {
+	if !errors.Is(errs[2], boom) || !sink.Permanent(errs[2]) {
 		t.Errorf("permanent: %v, want boom, permanent", errs[2])
 	}
 	var pe *handler.PanicError
-	if !errors.As(errs[3], &pe) || pe.Value != "kaboom" || len(pe.Stack) == 0 || relay.Permanent(errs[3]) {
+	if !errors.As(errs[3], &pe) || pe.Value != "kaboom" || len(pe.Stack) == 0 || sink.Permanent(errs[3]) {
 		t.Errorf("panic: %v, want a retryable *PanicError with the stack", errs[3])
 	}
-	if !errors.Is(errs[4], handler.ErrNoHandler) || !relay.Permanent(errs[4]) {
+	if !errors.Is(errs[4], handler.ErrNoHandler) || !sink.Permanent(errs[4]) {
 		t.Errorf("no handler: %v, want a permanent ErrNoHandler", errs[4])
 	}
 	if !strings.Contains(errs[4].Error(), `did you mean "order.placed"`) {
@@ -163,7 +163,7 @@ func TestNeverConcurrentByDefault(t *testing.T) {
 			t.Parallel()
 			s := newSink(t, &handler.Config{Concurrency: conc})
 			var running, peak atomic.Int32
-			must(t, s.Handle("*", func(context.Context, *relay.Message) error {
+			must(t, s.Handle("*", func(context.Context, *sink.Message) error {
 				n := running.Add(1)
 				for {
 					p := peak.Load()
@@ -179,7 +179,7 @@ func TestNeverConcurrentByDefault(t *testing.T) {
 			var wg sync.WaitGroup
 			for b := range 4 {
 				wg.Go(func() {
-					var msgs []*relay.Message
+					var msgs []*sink.Message
 					for i := range 10 {
 						msgs = append(msgs, msg("x", fmt.Sprintf("%d-%d", b, i)))
 					}
@@ -202,7 +202,7 @@ func TestAsync(t *testing.T) {
 	boom := errors.New("boom")
 	var late sync.WaitGroup
 	t.Cleanup(late.Wait)
-	must(t, s.HandleAsync("later", func(ctx context.Context, m *relay.Message, done func(error)) {
+	must(t, s.HandleAsync("later", func(ctx context.Context, m *sink.Message, done func(error)) {
 		go func() {
 			select {
 			case <-time.After(20 * time.Millisecond):
@@ -212,16 +212,16 @@ func TestAsync(t *testing.T) {
 			}
 		}()
 	}))
-	must(t, s.HandleAsync("now", func(_ context.Context, _ *relay.Message, done func(error)) { done(boom); done(nil) }))
-	must(t, s.HandleAsync("never", func(_ context.Context, _ *relay.Message, done func(error)) {
+	must(t, s.HandleAsync("now", func(_ context.Context, _ *sink.Message, done func(error)) { done(boom); done(nil) }))
+	must(t, s.HandleAsync("never", func(_ context.Context, _ *sink.Message, done func(error)) {
 		late.Go(func() { time.Sleep(500 * time.Millisecond); done(nil) }) // after the timeout: ignored
 	}))
-	must(t, s.HandleAsync("permanent", func(_ context.Context, _ *relay.Message, done func(error)) {
-		go done(relay.MarkPermanent(boom))
+	must(t, s.HandleAsync("permanent", func(_ context.Context, _ *sink.Message, done func(error)) {
+		go done(sink.MarkPermanent(boom))
 	}))
 
 	start := time.Now()
-	errs := s.Publish(context.Background(), []*relay.Message{msg("later", "1"), msg("now", "2"), msg("never", "3"), msg("permanent", "4")})
+	errs := s.Publish(context.Background(), []*sink.Message{msg("later", "1"), msg("now", "2"), msg("never", "3"), msg("permanent", "4")})
 	if len(errs) != 4 {
 		t.Fatalf("Publish: %v", errs)
 	}
@@ -231,10 +231,10 @@ func TestAsync(t *testing.T) {
 	if !errors.Is(errs[1], boom) {
 		t.Errorf("now: %v, want the first outcome (boom)", errs[1])
 	}
-	if !errors.Is(errs[2], handler.ErrTimeout) || relay.Permanent(errs[2]) {
+	if !errors.Is(errs[2], handler.ErrTimeout) || sink.Permanent(errs[2]) {
 		t.Errorf("never: %v, want a retryable ErrTimeout", errs[2])
 	}
-	if !relay.Permanent(errs[3]) {
+	if !sink.Permanent(errs[3]) {
 		t.Errorf("permanent: %v, want permanent", errs[3])
 	}
 	if d := time.Since(start); d < 300*time.Millisecond || d > 3*time.Second {
@@ -246,17 +246,17 @@ func TestContextEndsPublish(t *testing.T) {
 	t.Parallel()
 	s := newSink(t, nil)
 	started := make(chan struct{})
-	must(t, s.Handle("slow", func(ctx context.Context, _ *relay.Message) error {
+	must(t, s.Handle("slow", func(ctx context.Context, _ *sink.Message) error {
 		close(started)
 		<-ctx.Done()
 		return ctx.Err()
 	}))
-	must(t, s.HandleAsync("async", func(context.Context, *relay.Message, func(error)) {}))
+	must(t, s.HandleAsync("async", func(context.Context, *sink.Message, func(error)) {}))
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-started; cancel() }()
-	errs := s.Publish(ctx, []*relay.Message{msg("slow", "1"), msg("async", "2")})
+	errs := s.Publish(ctx, []*sink.Message{msg("slow", "1"), msg("async", "2")})
 	for i, err := range errs {
-		if !errors.Is(err, context.Canceled) || relay.Permanent(err) {
+		if !errors.Is(err, context.Canceled) || sink.Permanent(err) {
 			t.Errorf("message %d: %v, want a retryable context.Canceled", i, err)
 		}
 	}
@@ -268,9 +268,9 @@ func TestContextEndsPublish(t *testing.T) {
 func TestClose(t *testing.T) {
 	t.Parallel()
 	s := newSink(t, nil)
-	must(t, s.Handle("*", func(context.Context, *relay.Message) error { return nil }))
+	must(t, s.Handle("*", func(context.Context, *sink.Message) error { return nil }))
 	must(t, s.Close())
-	errs := s.Publish(context.Background(), []*relay.Message{msg("x", "1")})
+	errs := s.Publish(context.Background(), []*sink.Message{msg("x", "1")})
 	if len(errs) != 1 || !errors.Is(errs[0], handler.ErrClosed) {
 		t.Fatalf("Publish after Close: %v, want ErrClosed", errs)
 	}

@@ -16,13 +16,14 @@ import (
 
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/relay/sink/handler"
 	"github.com/outboxrelay/outbox/sdk"
 )
 
 // runRelay runs a relay in-process over o with sink as its only sink (every
 // event routed to it) until the test ends.
-func runRelay(t *testing.T, o *testutil.Outbox, sink relay.Sink) {
+func runRelay(t *testing.T, o *testutil.Outbox, s sink.Sink) {
 	t.Helper()
 	retry := relay.RetryConfig{MaxAttempts: 10000, InitialInterval: relay.Duration(5 * time.Millisecond), MaxInterval: relay.Duration(20 * time.Millisecond)}
 	cfg, err := relay.NewConfig(relay.Config{
@@ -33,7 +34,7 @@ func runRelay(t *testing.T, o *testutil.Outbox, sink relay.Sink) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := relay.New(cfg, map[string]relay.Sink{"app": sink}, &relay.Options{Logger: quiet, DrainTimeout: 5 * time.Second})
+	r, err := relay.New(cfg, map[string]sink.Sink{"app": s}, &relay.Options{Logger: quiet, DrainTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func runRelay(t *testing.T, o *testutil.Outbox, sink relay.Sink) {
 		case <-time.After(30 * time.Second):
 			t.Errorf("relay did not stop within 30s")
 		}
-		sink.Close()
+		s.Close()
 	})
 }
 
@@ -95,7 +96,7 @@ type arrivals struct {
 	n     int
 }
 
-func (a *arrivals) add(m *relay.Message) {
+func (a *arrivals) add(m *sink.Message) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.order == nil {
@@ -196,7 +197,7 @@ func TestRelayWithHandlers(t *testing.T) {
 			handlerErr.CompareAndSwap(nil, fmt.Sprintf(format, args...))
 		}
 	}
-	must(t, h.Handle("order.*", func(ctx context.Context, m *relay.Message) error {
+	must(t, h.Handle("order.*", func(ctx context.Context, m *sink.Message) error {
 		e := m.Event
 		check(m.Route == "app" && m.Destination == e.EventType, "message %s: route %q destination %q", e.ID, m.Route, m.Destination)
 		check(ctx.Err() == nil, "handler called with a done context")
@@ -211,8 +212,8 @@ func TestRelayWithHandlers(t *testing.T) {
 		got.add(m)
 		return nil
 	}))
-	must(t, h.Handle("order.poisoned", func(context.Context, *relay.Message) error {
-		return relay.MarkPermanent(errors.New("cannot apply a poisoned order"))
+	must(t, h.Handle("order.poisoned", func(context.Context, *sink.Message) error {
+		return sink.MarkPermanent(errors.New("cannot apply a poisoned order"))
 	}))
 	runRelay(t, o, h)
 
@@ -275,7 +276,7 @@ func TestRelayWithAsyncHandlers(t *testing.T) {
 		t.Fatal(err)
 	}
 	type job struct {
-		m    *relay.Message
+		m    *sink.Message
 		done func(error)
 	}
 	jobs := make(chan job, 64)
@@ -297,7 +298,7 @@ func TestRelayWithAsyncHandlers(t *testing.T) {
 			j.done(nil)
 		}
 	})
-	must(t, h.HandleAsync("order.*", func(ctx context.Context, m *relay.Message, done func(error)) {
+	must(t, h.HandleAsync("order.*", func(ctx context.Context, m *sink.Message, done func(error)) {
 		select {
 		case jobs <- job{m, done}:
 		case <-ctx.Done():

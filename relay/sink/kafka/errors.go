@@ -8,7 +8,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
 
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 )
 
 // TooLargeError reports a message larger than Config.MaxMessageBytes. It is
@@ -57,7 +57,7 @@ func (s *Sink) classify(err error) error {
 			kafkago.TopicAuthorizationFailed,
 			kafkago.InvalidRecord,
 			kafkago.PolicyViolation:
-			return relay.MarkPermanent(wrapped)
+			return sink.MarkPermanent(wrapped)
 		}
 	}
 	return wrapped

@@ -31,7 +31,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/outboxrelay/outbox/internal/inflight"
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
@@ -65,7 +65,7 @@ type Sink struct {
 // that still does not exist.
 const missingWarnEvery = time.Minute
 
-var _ relay.Sink = (*Sink)(nil)
+var _ sink.Sink = (*Sink)(nil)
 
 // New validates cfg, fills its defaults and connects to the brokers. The
 // sink logs to logger (nil discards) with "type"="kafka" added; the relay
@@ -216,7 +216,7 @@ func (s *Sink) shutdown() error {
 // Publish sends msgs in one WriteMessages call and returns nil when every
 // message was acknowledged (with Config.RequiredAcks), else one result per
 // message. Errors are classified as docs/sinks.md describes (see classify).
-func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
+func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
 	errs, ok := s.calls.EnterPublish(ctx, len(msgs), "kafka", ErrClosed)
 	if !ok {
 		return errs
@@ -228,12 +228,12 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 	idx := make([]int, 0, len(msgs))
 	for i, m := range msgs {
 		if m.Destination == "" {
-			b.errs[i] = relay.Permanentf("kafka: event %s: empty destination (no topic)", m.Event.ID)
+			b.errs[i] = sink.Permanentf("kafka: event %s: empty destination (no topic)", m.Event.ID)
 			continue
 		}
 		km := record(m)
 		if n := recordSize(&km); n > s.cfg.MaxMessageBytes {
-			b.errs[i] = relay.MarkPermanent(&TooLargeError{ID: m.Event.ID.String(), Size: n, Max: s.cfg.MaxMessageBytes})
+			b.errs[i] = sink.MarkPermanent(&TooLargeError{ID: m.Event.ID.String(), Size: n, Max: s.cfg.MaxMessageBytes})
 			continue
 		}
 		kms = append(kms, km)
@@ -309,7 +309,7 @@ func (s *Sink) write(ctx context.Context, w *kafkago.Writer, kms []kafkago.Messa
 		id := header(tooLarge.Message.Headers, wire.KafkaHeader(wire.AttrID))
 		for j := range kms {
 			if header(kms[j].Headers, wire.KafkaHeader(wire.AttrID)) == id {
-				b.fail(idx[j], relay.MarkPermanent(fmt.Errorf("kafka: event %s: %w", id, err)))
+				b.fail(idx[j], sink.MarkPermanent(fmt.Errorf("kafka: event %s: %w", id, err)))
 				s.write(ctx, w, append(kms[:j:j], kms[j+1:]...), append(idx[:j:j], idx[j+1:]...), b, retry)
 				return
 			}

@@ -18,7 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/outboxrelay/outbox/internal/testutil"
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
 	"github.com/outboxrelay/outbox/sdk/inbox"
 )
@@ -192,15 +192,15 @@ func TestContract(t *testing.T) {
 	smallTopic := testutil.RandomName("outbox-small-")
 	createTopic(t, brokers(t), smallTopic, map[string]string{"max.message.bytes": "2048"})
 	h := sinktest.Harness{
-		New:         func(t *testing.T) relay.Sink { return newSink(t, Config{}) },
+		New:         func(t *testing.T) sink.Sink { return newSink(t, Config{}) },
 		Destination: func(t *testing.T) string { return newTopic(t) },
 		Consume:     consume,
 		SDKReader:   true,
 		Permanent: []sinktest.PermanentCase{
-			{Name: "TooLargeForClient", Break: func(t *testing.T, m *relay.Message) {
+			{Name: "TooLargeForClient", Break: func(t *testing.T, m *sink.Message) {
 				m.Event.Payload = make([]byte, 1<<20+1)
 			}},
-			{Name: "TooLargeForTopic", Break: func(t *testing.T, m *relay.Message) {
+			{Name: "TooLargeForTopic", Break: func(t *testing.T, m *sink.Message) {
 				m.Destination = smallTopic
 				m.Event.Payload = make([]byte, 4096)
 			}},

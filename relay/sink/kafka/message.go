@@ -6,7 +6,7 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
@@ -14,9 +14,9 @@ import (
 // m.Headers (which the relay may have given a trace context of its own), not
 // Event.Headers; an event header that wire.KafkaReserved names is left out.
 // Header values and the key share one allocation; the payload is not copied.
-func record(m *relay.Message) kafkago.Message {
+func record(m *sink.Message) kafkago.Message {
 	e := m.Event
-	attrs := relay.CloudEvents(m)
+	attrs := sink.CloudEvents(m)
 	var names []string
 	if len(m.Headers) > 0 {
 		names = slices.Sorted(maps.Keys(m.Headers))

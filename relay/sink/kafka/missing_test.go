@@ -18,6 +18,7 @@ import (
 
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
 	"github.com/outboxrelay/outbox/sdk"
 )
@@ -46,9 +47,9 @@ func TestMissingTopicIsRetried(t *testing.T) {
 		}
 		for _, err := range errs {
 			var ute *UnknownTopicError
-			if relay.Permanent(err) || !errors.As(err, &ute) || ute.Topic != topic || !errors.Is(err, kafkago.UnknownTopicOrPartition) ||
+			if sink.Permanent(err) || !errors.As(err, &ute) || ute.Topic != topic || !errors.Is(err, kafkago.UnknownTopicOrPartition) ||
 				!strings.Contains(err.Error(), "create it") {
-				t.Fatalf("got %v (permanent=%v), want a transient UnknownTopicError that says to create %s", err, relay.Permanent(err), topic)
+				t.Fatalf("got %v (permanent=%v), want a transient UnknownTopicError that says to create %s", err, sink.Permanent(err), topic)
 			}
 		}
 	}
@@ -119,7 +120,7 @@ func TestMissingTopicThroughTheRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := relay.New(cfg, map[string]relay.Sink{"late": s}, &relay.Options{
+	r, err := relay.New(cfg, map[string]sink.Sink{"late": s}, &relay.Options{
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg, DrainTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -26,6 +26,7 @@ import (
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/internal/tlsconf"
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
 )
 
@@ -136,7 +137,7 @@ func TestSplitTooLargeBatch(t *testing.T) {
 	}
 	for i, err := range errs {
 		switch {
-		case i == 17 && !relay.Permanent(err):
+		case i == 17 && !sink.Permanent(err):
 			t.Errorf("oversized message: got %v, want a permanent error", err)
 		case i != 17 && err != nil:
 			t.Errorf("message %d: %v", i, err)
@@ -212,7 +213,7 @@ func TestSASLAndAuthorization(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		msgs := []*relay.Message{
+		msgs := []*sink.Message{
 			sinktest.NewMessage("allowed-orders", "a", 0),
 			sinktest.NewMessage("denied-orders", "b", 0),
 		}
@@ -220,7 +221,7 @@ func TestSASLAndAuthorization(t *testing.T) {
 		if len(errs) != 2 || errs[0] != nil {
 			t.Fatalf("Publish = %v, want the allowed topic to work", errs)
 		}
-		if !relay.Permanent(errs[1]) || !errors.Is(errs[1], kafkago.TopicAuthorizationFailed) {
+		if !sink.Permanent(errs[1]) || !errors.Is(errs[1], kafkago.TopicAuthorizationFailed) {
 			t.Fatalf("denied topic: got %v, want a permanent TopicAuthorizationFailed", errs[1])
 		}
 		t.Log(errs[1])

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -23,13 +22,19 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/internal/inflight"
+	"github.com/outboxrelay/outbox/internal/redact"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
+// ErrClosed is returned for messages published after Close.
+var ErrClosed = errors.New("nats: sink closed")
+
 // Config configures the sink. Fields are read from the sink's entry in relay.yaml.
 type Config struct {
-	// URL of the NATS server(s), comma-separated. Defaults to nats://127.0.0.1:4222.
+	// URL of the NATS server(s), comma-separated; a URL without a scheme
+	// is taken as nats://. Defaults to nats://127.0.0.1:4222.
 	URL string `yaml:"url"`
 	// Stream is the JetStream stream the destinations belong to. It is
 	// created when missing, with Subjects. Required.
@@ -44,7 +49,7 @@ type Config struct {
 	Replicas int `yaml:"replicas"`
 	// DuplicateWindow of a created stream: how long JetStream remembers
 	// message ids to drop duplicates. Defaults to 2m.
-	DuplicateWindow relay.Duration `yaml:"duplicate_window"`
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
 	// Creds is a credentials file (JWT and NKey seed).
 	Creds string `yaml:"creds"`
 	// NKey is an NKey seed file.
@@ -59,7 +64,7 @@ type Config struct {
 	KeyFile  string `yaml:"key_file"`
 	// PublishTimeout bounds the wait for one message's acknowledgement.
 	// Defaults to 10s.
-	PublishTimeout relay.Duration `yaml:"publish_timeout"`
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
 	// MaxAsyncPending bounds unacknowledged messages on the connection.
 	// Defaults to 4000.
 	MaxAsyncPending int `yaml:"max_async_pending"`
@@ -77,6 +82,18 @@ func (c Config) Validate() error {
 	if st := cmp.Or(c.Storage, "file"); st != "file" && st != "memory" {
 		return fmt.Errorf("storage: must be file or memory, not %q", c.Storage)
 	}
+	switch {
+	case c.DuplicateWindow < 0:
+		return fmt.Errorf("duplicate_window: %v is negative", c.DuplicateWindow)
+	case c.PublishTimeout < 0:
+		return fmt.Errorf("publish_timeout: %v is negative", c.PublishTimeout)
+	}
+	// nats.Connect's own parse error repeats the URL, password included.
+	for _, u := range serverURLs(c.URL) {
+		if _, err := redact.ParseURL(u); err != nil {
+			return err
+		}
+	}
 	if c.NKey != "" {
 		if _, err := nats.NkeyOptionFromSeed(c.NKey); err != nil {
 			return fmt.Errorf("nkey: %w", err)
@@ -85,15 +102,33 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Sink publishes to JetStream.
+// serverURLs splits a comma-separated list of server URLs as nats.Connect
+// does, with nats:// added to a URL without a scheme.
+func serverURLs(list string) []string {
+	var urls []string
+	for u := range strings.SplitSeq(list, ",") {
+		if u = strings.TrimSpace(u); u == "" {
+			continue
+		}
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		urls = append(urls, u)
+	}
+	return urls
+}
+
+// Sink publishes to JetStream. It is safe for concurrent use.
 type Sink struct {
 	cfg    Config
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	logger *slog.Logger
+
+	calls inflight.Gate // Publish calls in progress; closed by Close
 }
 
-var _ relay.Sink = (*Sink)(nil)
+var _ sink.Sink = (*Sink)(nil)
 
 // New connects to NATS and creates or checks the stream. The sink logs to
 // logger (nil means slog.Default()) with "type"="nats" added; the relay
@@ -102,8 +137,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	cfg.URL = cmp.Or(cfg.URL, nats.DefaultURL)
 	cfg.Storage = cmp.Or(cfg.Storage, "file")
 	cfg.Replicas = cmp.Or(cfg.Replicas, 1)
-	cfg.DuplicateWindow = cmp.Or(cfg.DuplicateWindow, relay.Duration(2*time.Minute))
-	cfg.PublishTimeout = cmp.Or(cfg.PublishTimeout, relay.Duration(10*time.Second))
+	cfg.DuplicateWindow = cmp.Or(cfg.DuplicateWindow, 2*time.Minute)
+	cfg.PublishTimeout = cmp.Or(cfg.PublishTimeout, 10*time.Second)
 	cfg.MaxAsyncPending = cmp.Or(cfg.MaxAsyncPending, 4000)
 	if logger == nil {
 		logger = slog.Default()
@@ -122,7 +157,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			logger.Info("sink reconnected", "server", redactURL(c.ConnectedUrl()))
+			logger.Info("sink reconnected", "server", redact.URL(c.ConnectedUrl()))
 		}),
 	}
 	if cfg.Creds != "" {
@@ -152,11 +187,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 	}
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("nats: connect to %s: %w", redactURL(cfg.URL), err)
+		return nil, fmt.Errorf("nats: connect to %s: %w", redact.URLs(cfg.URL), err)
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxAsyncPending),
-		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout.D()),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout),
 	)
 	if err != nil {
 		nc.Close()
@@ -167,7 +202,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Sink, error) {
 		nc.Close()
 		return nil, err
 	}
-	logger.Info("sink connected", "server", redactURL(nc.ConnectedUrl()), "stream", cfg.Stream)
+	logger.Info("sink connected", "server", redact.URL(nc.ConnectedUrl()), "stream", cfg.Stream)
 	return s, nil
 }
 
@@ -183,7 +218,7 @@ func (s *Sink) ensureStream(ctx context.Context) error {
 		}
 		_, err = s.js.CreateStream(ctx, jetstream.StreamConfig{
 			Name: s.cfg.Stream, Subjects: s.cfg.Subjects, Storage: storage, Replicas: s.cfg.Replicas,
-			Duplicates: s.cfg.DuplicateWindow.D(),
+			Duplicates: s.cfg.DuplicateWindow,
 		})
 		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return fmt.Errorf("nats: create stream %s: %w", s.cfg.Stream, err)
@@ -213,9 +248,10 @@ func (s *Sink) ensureStream(ctx context.Context) error {
 }
 
 // SubjectsFor returns the stream subjects that cover the given destination
-// templates: a literal destination as it is, a template by its literal prefix
-// followed by ">" (all subjects below it).
-func SubjectsFor(dests []*relay.Destination) []string {
+// templates (the relay's *relay.Destination): a literal destination as it
+// is, a template by its literal prefix followed by ">" (all subjects below
+// it).
+func SubjectsFor[D interface{ LiteralPrefix() (string, bool) }](dests []D) []string {
 	var out []string
 	for _, d := range dests {
 		prefix, literal := d.LiteralPrefix()
@@ -237,9 +273,9 @@ func SubjectsFor(dests []*relay.Destination) []string {
 // Message builds the NATS message of m in the format sdk/wire defines
 // (without the Nats-Msg-Id, which the publish option sets). An event header
 // that wire.NATSReserved names (ce-*, content-type, Nats-*) is left out.
-func Message(m *relay.Message) *nats.Msg {
+func Message(m *sink.Message) *nats.Msg {
 	e := m.Event
-	attrs := relay.CloudEvents(m)
+	attrs := sink.CloudEvents(m)
 	n := len(m.Headers) + len(attrs) + 2
 	h := make(nats.Header, n)
 	// One backing array for every header's value slice.
@@ -264,8 +300,12 @@ func Message(m *relay.Message) *nats.Msg {
 }
 
 // Publish sends the batch asynchronously and waits for every acknowledgement.
-func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
-	var errs []error
+func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
+	errs, ok := s.calls.EnterPublish(ctx, len(msgs), "nats", ErrClosed)
+	if !ok {
+		return errs
+	}
+	defer s.calls.Leave()
 	setErr := func(i int, err error) {
 		if errs == nil {
 			errs = make([]error, len(msgs))
@@ -273,10 +313,10 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 		errs[i] = err
 	}
 	futures := make([]jetstream.PubAckFuture, len(msgs))
-	stall := s.cfg.PublishTimeout.D()
+	stall := s.cfg.PublishTimeout
 	for i, m := range msgs {
 		if err := CheckSubject(m.Destination); err != nil {
-			setErr(i, relay.MarkPermanent(err))
+			setErr(i, sink.MarkPermanent(err))
 			continue
 		}
 		f, err := s.js.PublishMsgAsync(Message(m), jetstream.WithMsgID(m.Event.ID.String()), jetstream.WithStallWait(stall))
@@ -355,15 +395,15 @@ func classify(err error) error {
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
-		return relay.MarkPermanent(fmt.Errorf("nats: publish: message too large: %w", err))
+		return sink.MarkPermanent(fmt.Errorf("nats: publish: message too large: %w", err))
 	case errors.Is(err, nats.ErrBadSubject):
-		return relay.MarkPermanent(fmt.Errorf("nats: publish: invalid subject: %w", err))
+		return sink.MarkPermanent(fmt.Errorf("nats: publish: invalid subject: %w", err))
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
-		return relay.MarkPermanent(fmt.Errorf("nats: publish: no stream takes this subject (add it to the stream's subjects): %w", err))
+		return sink.MarkPermanent(fmt.Errorf("nats: publish: no stream takes this subject (add it to the stream's subjects): %w", err))
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrPermissionViolation):
-		return relay.MarkPermanent(fmt.Errorf("nats: publish: not authorised: %w", err))
+		return sink.MarkPermanent(fmt.Errorf("nats: publish: not authorised: %w", err))
 	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
-		return relay.MarkPermanent(fmt.Errorf("nats: publish: message too large: %w", err))
+		return sink.MarkPermanent(fmt.Errorf("nats: publish: message too large: %w", err))
 	}
 	return fmt.Errorf("nats: publish: %w", err)
 }
@@ -379,21 +419,12 @@ func (s *Sink) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close drains nothing (the relay waits for its batches) and closes the connection.
+// Close turns away new Publish calls, waits for the ones in progress, and
+// closes the connection. A second Close returns at once.
 func (s *Sink) Close() error {
+	if !s.calls.Close() {
+		return nil
+	}
 	s.nc.Close()
 	return nil
-}
-
-func redactURL(u string) string {
-	parts := strings.Split(u, ",")
-	for i, p := range parts {
-		if pu, err := url.Parse(strings.TrimSpace(p)); err == nil && pu.User != nil {
-			if _, has := pu.User.Password(); has {
-				pu.User = url.UserPassword(pu.User.Username(), "xxxxx")
-			}
-			parts[i] = pu.String()
-		}
-	}
-	return strings.Join(parts, ",")
 }

@@ -2,6 +2,7 @@ package nats
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"github.com/outboxrelay/outbox/internal/tcpproxy"
 	"github.com/outboxrelay/outbox/internal/testutil"
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
 	"github.com/outboxrelay/outbox/sdk/inbox"
 )
@@ -44,7 +46,7 @@ func newFixture(t *testing.T) *fixture {
 
 func (f *fixture) sink(t testing.TB, url string, timeout time.Duration) *Sink {
 	t.Helper()
-	s, err := New(context.Background(), Config{URL: url, Stream: f.stream, Subjects: []string{f.prefix + ".>"}, PublishTimeout: relay.Duration(timeout)},
+	s, err := New(context.Background(), Config{URL: url, Stream: f.stream, Subjects: []string{f.prefix + ".>"}, PublishTimeout: timeout},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -107,15 +109,15 @@ func received(h nats.Header, data []byte) sinktest.Received {
 func TestContract(t *testing.T) {
 	f := newFixture(t)
 	sinktest.Run(t, sinktest.Harness{
-		New:         func(t *testing.T) relay.Sink { return f.sink(t, f.url, 10*time.Second) },
+		New:         func(t *testing.T) sink.Sink { return f.sink(t, f.url, 10*time.Second) },
 		Destination: func(t *testing.T) string { return f.prefix + "." + testutil.RandomName("d") },
 		Consume:     f.consume,
 		SDKReader:   true,
 		Permanent: []sinktest.PermanentCase{
-			{Name: "NoStreamForSubject", Break: func(t *testing.T, m *relay.Message) {
+			{Name: "NoStreamForSubject", Break: func(t *testing.T, m *sink.Message) {
 				m.Destination = testutil.RandomName("nostream") + ".x"
 			}},
-			{Name: "TooLarge", Break: func(t *testing.T, m *relay.Message) {
+			{Name: "TooLarge", Break: func(t *testing.T, m *sink.Message) {
 				ev := *m.Event
 				ev.Payload = make([]byte, 2<<20) // over the server's max_payload (1 MiB)
 				m.Event = &ev
@@ -177,7 +179,7 @@ func TestReservedHeaders(t *testing.T) {
 		"Content-Type":         "text/evil",
 		"x-ok":                 "kept",
 	}
-	sinktest.Publish(t, s, []*relay.Message{m})
+	sinktest.Publish(t, s, []*sink.Message{m})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	got := f.consume(ctx, t, dest, 1)
@@ -229,7 +231,7 @@ func TestInvalidSubject(t *testing.T) {
 		p + ".*.x":   "wildcard",
 		"":           "empty",
 	}
-	var msgs []*relay.Message
+	var msgs []*sink.Message
 	var subjects []string
 	for subj := range cases {
 		msgs = append(msgs, sinktest.NewMessage(subj, "k-"+subj, 0))
@@ -243,7 +245,7 @@ func TestInvalidSubject(t *testing.T) {
 	}
 	for i, subj := range subjects {
 		err := errs[i]
-		if !relay.Permanent(err) || !strings.Contains(err.Error(), "invalid subject") || !strings.Contains(err.Error(), cases[subj]) ||
+		if !sink.Permanent(err) || !strings.Contains(err.Error(), "invalid subject") || !strings.Contains(err.Error(), cases[subj]) ||
 			strings.Contains(err.Error(), "no stream") {
 			t.Errorf("subject %q: got %v, want a permanent error saying the subject is invalid (%s)", subj, err, cases[subj])
 		}
@@ -253,8 +255,98 @@ func TestInvalidSubject(t *testing.T) {
 	}
 	// Tokens with characters that are only unusual are valid.
 	for _, subj := range []string{p + ".ünï-cödé_1", p + ".a*b.c>d", p + ".x"} {
-		if errs := s.Publish(context.Background(), []*relay.Message{sinktest.NewMessage(subj, "ok", 0)}); errs != nil {
+		if errs := s.Publish(context.Background(), []*sink.Message{sinktest.NewMessage(subj, "ok", 0)}); errs != nil {
 			t.Errorf("subject %q: %v", subj, errs[0])
+		}
+	}
+}
+
+// holdJS holds the async publish of one subject until release is closed.
+type holdJS struct {
+	jetstream.JetStream
+	subject string
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *holdJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if m.Subject == h.subject {
+		close(h.entered)
+		<-h.release
+	}
+	return h.JetStream.PublishMsgAsync(m, opts...)
+}
+
+// TestCloseWaitsForPublish: Close lets a Publish in progress finish over the
+// open connection (its messages are accepted, not failed by Close), and
+// turns away the Publish calls that come after it.
+func TestCloseWaitsForPublish(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	s := f.sink(t, f.url, 10*time.Second)
+	held := f.prefix + ".held"
+	h := &holdJS{JetStream: s.js, subject: held, entered: make(chan struct{}), release: make(chan struct{})}
+	s.js = h
+
+	inFlight := []*sink.Message{sinktest.NewMessage(held, "held", 0), sinktest.NewMessage(f.prefix+".next", "next", 0)}
+	var inFlightErrs []error
+	published := make(chan struct{})
+	go func() {
+		inFlightErrs = s.Publish(context.Background(), inFlight)
+		close(published)
+	}()
+	<-h.entered
+
+	closed := make(chan error, 1)
+	go func() {
+		err := s.Close()
+		select {
+		case <-published:
+		default:
+			t.Error("Close returned while a Publish was in progress")
+		}
+		closed <- err
+	}()
+	// Once Close has begun, a new Publish fails: retried by the relay, not
+	// dead-lettered.
+	probe := f.prefix + ".probe"
+	for seq := 0; ; seq++ {
+		errs := s.Publish(context.Background(), []*sink.Message{sinktest.NewMessage(probe, "probe", seq)})
+		if errs == nil {
+			continue
+		}
+		if len(errs) != 1 || !errors.Is(errs[0], ErrClosed) || sink.Permanent(errs[0]) {
+			t.Fatalf("Publish after Close = %v, want ErrClosed, not permanent", errs)
+		}
+		break
+	}
+	close(h.release)
+	<-published
+	if inFlightErrs != nil {
+		t.Errorf("Publish in progress when Close was called = %v, want every message accepted", inFlightErrs)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if got := f.consume(ctx, t, held, 1); len(got) != 1 {
+		t.Errorf("consumed %d messages of the Publish in progress, want 1", len(got))
+	}
+}
+
+// TestConnectErrorHidesPassword: the error of a URL that does not parse or
+// connect names the URL without its password, in every URL of the list.
+func TestConnectErrorHidesPassword(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{
+		"nats://relay:hunter2%zz@127.0.0.1:4222",
+		"nats://relay:hunter2@127.0.0.1:1, nats://relay:hunter2%zz@127.0.0.1:2",
+		"nats://relay:hunter2@[::1",
+	} {
+		_, err := New(context.Background(), Config{URL: u, Stream: "S"}, slog.New(slog.DiscardHandler))
+		if err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("New(url %q): got %v, want an error without the password", u, err)
 		}
 	}
 }

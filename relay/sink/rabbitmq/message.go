@@ -7,7 +7,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
@@ -15,9 +15,9 @@ import (
 // id, content_type = datacontenttype, type = event type, timestamp =
 // occurred_at, the CloudEvents attributes and the message's headers
 // (m.Headers) as application properties (headers). The payload is not copied.
-func publishing(m *relay.Message) amqp.Publishing {
+func publishing(m *sink.Message) amqp.Publishing {
 	e := m.Event
-	attrs := relay.CloudEvents(m)
+	attrs := sink.CloudEvents(m)
 	h := make(amqp.Table, len(attrs)+len(m.Headers))
 	for k, v := range m.Headers {
 		if !wire.AMQPReserved(k) {
@@ -27,7 +27,7 @@ func publishing(m *relay.Message) amqp.Publishing {
 	var id string
 	for _, a := range attrs {
 		h[wire.AMQPProperty(a.Name)] = a.Value
-		if a.Name == relay.CEID {
+		if a.Name == sink.CEID {
 			id = a.Value
 		}
 	}
@@ -45,7 +45,7 @@ func publishing(m *relay.Message) amqp.Publishing {
 // timestamp is the AMQP timestamp property: occurred_at in seconds, absent
 // (the zero time) for 'infinity' and '-infinity'; the cloudEvents_time or
 // cloudEvents_occurredat property carries the exact value.
-func timestamp(e *relay.Event) time.Time {
+func timestamp(e *sink.Event) time.Time {
 	if e.OccurredAtInf != pgtype.Finite {
 		return time.Time{}
 	}

@@ -41,7 +41,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/outboxrelay/outbox/internal/inflight"
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 )
 
 // ErrClosed is returned for messages published after Close.
@@ -68,7 +68,7 @@ type Sink struct {
 	calls inflight.Gate // Publish calls in progress; closed by Close
 }
 
-var _ relay.Sink = (*Sink)(nil)
+var _ sink.Sink = (*Sink)(nil)
 
 // channel is a confirm-mode channel with its return and close notifications.
 type channel struct {
@@ -254,7 +254,7 @@ func (s *Sink) Close() error {
 // Publish publishes msgs on one channel and waits for their confirms. It
 // returns nil when the broker confirmed every message and returned none as
 // unroutable, else one result per message.
-func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
+func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
 	errs, ok := s.calls.EnterPublish(ctx, len(msgs), "rabbitmq", ErrClosed)
 	if !ok {
 		return errs
@@ -265,9 +265,9 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 	for i, m := range msgs {
 		switch {
 		case len(m.Event.Payload) > s.cfg.MaxMessageBytes:
-			errs[i] = relay.MarkPermanent(&TooLargeError{ID: m.Event.ID.String(), Size: len(m.Event.Payload), Max: s.cfg.MaxMessageBytes})
+			errs[i] = sink.MarkPermanent(&TooLargeError{ID: m.Event.ID.String(), Size: len(m.Event.Payload), Max: s.cfg.MaxMessageBytes})
 		case m.Destination == "" && s.cfg.Exchange == "":
-			errs[i] = relay.Permanentf("rabbitmq: event %s: empty destination (no exchange or routing key)", m.Event.ID)
+			errs[i] = sink.Permanentf("rabbitmq: event %s: empty destination (no exchange or routing key)", m.Event.ID)
 		}
 	}
 	pc, err := s.acquire(ctx)
@@ -292,7 +292,7 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 
 // publish publishes the messages of msgs whose errs entry is nil, waits for
 // their confirms and fills errs. It reports whether pc can be reused.
-func (s *Sink) publish(ctx context.Context, pc *channel, msgs []*relay.Message, errs []error) (clean bool) {
+func (s *Sink) publish(ctx context.Context, pc *channel, msgs []*sink.Message, errs []error) (clean bool) {
 	confirms := make([]*amqp.DeferredConfirmation, len(msgs))
 	returned := make(map[string]amqp.Return)
 	returns := pc.returns
@@ -372,7 +372,7 @@ func (s *Sink) publish(ctx context.Context, pc *channel, msgs []*relay.Message, 
 	drain()
 	for i, m := range msgs {
 		if r, ok := returned[m.Event.ID.String()]; ok && confirms[i] != nil {
-			errs[i] = relay.MarkPermanent(&UnroutableError{
+			errs[i] = sink.MarkPermanent(&UnroutableError{
 				ID: r.MessageId, Exchange: r.Exchange, RoutingKey: r.RoutingKey,
 				Code: r.ReplyCode, Text: r.ReplyText,
 			})
@@ -405,7 +405,7 @@ func (s *Sink) nackError(pc *channel) error {
 }
 
 // checkExchanges fails the messages whose exchange does not exist.
-func (s *Sink) checkExchanges(ctx context.Context, conn *amqp.Connection, msgs []*relay.Message, errs []error) {
+func (s *Sink) checkExchanges(ctx context.Context, conn *amqp.Connection, msgs []*sink.Message, errs []error) {
 	var verdict map[string]error
 	for i, m := range msgs {
 		if errs[i] != nil {
@@ -453,9 +453,9 @@ func (s *Sink) checkExchange(ctx context.Context, conn *amqp.Connection, exchang
 		s.mu.Unlock()
 		return nil
 	case errors.As(err, &aerr) && aerr.Code == amqp.NotFound:
-		return relay.MarkPermanent(&UnknownExchangeError{Exchange: exchange})
+		return sink.MarkPermanent(&UnknownExchangeError{Exchange: exchange})
 	case errors.As(err, &aerr) && aerr.Code == amqp.AccessRefused:
-		return relay.MarkPermanent(fmt.Errorf("rabbitmq: exchange %q: %w", exchange, err))
+		return sink.MarkPermanent(fmt.Errorf("rabbitmq: exchange %q: %w", exchange, err))
 	}
 	return fmt.Errorf("rabbitmq: check exchange %q: %w", exchange, err)
 }

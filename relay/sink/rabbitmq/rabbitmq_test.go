@@ -12,7 +12,7 @@ import (
 
 	"github.com/outboxrelay/outbox/internal/tcpproxy"
 	"github.com/outboxrelay/outbox/internal/testutil"
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
 	"github.com/outboxrelay/outbox/sdk/inbox"
 )
@@ -132,18 +132,18 @@ func received(d amqp.Delivery) sinktest.Received {
 
 func TestContract(t *testing.T) {
 	sinktest.Run(t, sinktest.Harness{
-		New:         func(t *testing.T) relay.Sink { return newSink(t, Config{}) },
+		New:         func(t *testing.T) sink.Sink { return newSink(t, Config{}) },
 		Destination: func(t *testing.T) string { return newQueue(t, "classic") },
 		Consume:     consume,
 		SDKReader:   true,
 		Permanent: []sinktest.PermanentCase{
-			{Name: "Unroutable", Break: func(t *testing.T, m *relay.Message) {
+			{Name: "Unroutable", Break: func(t *testing.T, m *sink.Message) {
 				m.Destination = "amq.direct/" + testutil.RandomName("no-queue-")
 			}},
-			{Name: "NoSuchQueue", Break: func(t *testing.T, m *relay.Message) {
+			{Name: "NoSuchQueue", Break: func(t *testing.T, m *sink.Message) {
 				m.Destination = "/" + testutil.RandomName("no-queue-")
 			}},
-			{Name: "UnknownExchange", Break: func(t *testing.T, m *relay.Message) {
+			{Name: "UnknownExchange", Break: func(t *testing.T, m *sink.Message) {
 				m.Destination = testutil.RandomName("no-exchange-") + "/key"
 			}},
 		},
@@ -191,7 +191,7 @@ func TestBlackholeOutage(t *testing.T) {
 	p.Blackhole() // the open connection breaks; new ones hang
 	start := time.Now()
 	errs := s.Publish(context.Background(), sinktest.Batch(dest, sinktest.Keys("bh", 3), 1))
-	if len(errs) != 3 || errs[0] == nil || relay.Permanent(errs[0]) {
+	if len(errs) != 3 || errs[0] == nil || sink.Permanent(errs[0]) {
 		t.Fatalf("Publish into a blackhole = %v, want transient errors", errs)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -241,7 +241,7 @@ func TestTooLarge(t *testing.T) {
 	msgs := sinktest.Batch(dest, sinktest.Keys("large", 2), 0)
 	msgs[0].Event.Payload = make([]byte, 1001)
 	errs := s.Publish(context.Background(), msgs)
-	if len(errs) != 2 || !relay.Permanent(errs[0]) || errs[1] != nil {
+	if len(errs) != 2 || !sink.Permanent(errs[0]) || errs[1] != nil {
 		t.Fatalf("Publish = %v, want a permanent error for the large message only", errs)
 	}
 }
@@ -324,12 +324,12 @@ func TestExchangeDeleted(t *testing.T) {
 	}
 	ctx := context.Background()
 	errs := s.Publish(ctx, sinktest.Batch(ex+"/", sinktest.Keys("exdel", 3), 1))
-	if len(errs) != 3 || errs[0] == nil || relay.Permanent(errs[0]) {
+	if len(errs) != 3 || errs[0] == nil || sink.Permanent(errs[0]) {
 		t.Fatalf("first Publish after the exchange went away = %v, want transient errors", errs)
 	}
 	t.Log(errs[0])
 	errs = s.Publish(ctx, sinktest.Batch(ex+"/", sinktest.Keys("exdel", 3), 2))
-	if len(errs) != 3 || !relay.Permanent(errs[0]) {
+	if len(errs) != 3 || !sink.Permanent(errs[0]) {
 		t.Fatalf("second Publish = %v, want permanent errors", errs)
 	}
 	t.Log(errs[0])

@@ -29,7 +29,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/outboxrelay/outbox/internal/inflight"
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/sdk/wire"
 )
 
@@ -46,7 +46,7 @@ type Sink struct {
 	calls inflight.Gate // Publish calls in progress; closed by Close
 }
 
-var _ relay.Sink = (*Sink)(nil)
+var _ sink.Sink = (*Sink)(nil)
 
 // New validates cfg, fills its defaults and connects to the server. The
 // sink logs to logger (nil discards) with "type"="redis" added; the relay
@@ -90,7 +90,7 @@ func (s *Sink) Close() error {
 
 // Publish appends msgs to their streams in one pipeline. It returns nil when
 // the server appended every message, else one result per message.
-func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
+func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
 	errs, ok := s.calls.EnterPublish(ctx, len(msgs), "redis", ErrClosed)
 	if !ok {
 		return errs
@@ -103,9 +103,9 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 	for i, m := range msgs {
 		switch {
 		case m.Destination == "":
-			errs[i] = relay.Permanentf("redis: event %s: empty destination (no stream)", m.Event.ID)
+			errs[i] = sink.Permanentf("redis: event %s: empty destination (no stream)", m.Event.ID)
 		case len(m.Event.Payload) > s.cfg.MaxMessageBytes:
-			errs[i] = relay.MarkPermanent(&TooLargeError{ID: m.Event.ID.String(), Size: len(m.Event.Payload), Max: s.cfg.MaxMessageBytes})
+			errs[i] = sink.MarkPermanent(&TooLargeError{ID: m.Event.ID.String(), Size: len(m.Event.Payload), Max: s.cfg.MaxMessageBytes})
 		default:
 			cmds[i] = pipe.XAdd(ctx, &goredis.XAddArgs{
 				Stream:     m.Destination,
@@ -135,9 +135,9 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 // fields returns the stream entry fields of m as XADD takes them (name,
 // value, name, value, ...), as sdk/wire defines them. The payload is not
 // copied.
-func fields(m *relay.Message) []any {
+func fields(m *sink.Message) []any {
 	e := m.Event
-	attrs := relay.CloudEvents(m)
+	attrs := sink.CloudEvents(m)
 	f := make([]any, 0, 2*(len(attrs)+3))
 	for _, a := range attrs {
 		f = append(f, a.Name, a.Value)
@@ -154,12 +154,12 @@ func fields(m *relay.Message) []any {
 // (NOPERM), the stream does not exist with no_mkstream. Everything else
 // (network errors, OOM, READONLY after a failover, LOADING, a failed AUTH,
 // which breaks every message alike) is transient.
-func (s *Sink) classify(err error, m *relay.Message) error {
+func (s *Sink) classify(err error, m *sink.Message) error {
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, goredis.Nil) && s.cfg.NoMkStream {
-		return relay.MarkPermanent(&UnknownStreamError{Stream: m.Destination})
+		return sink.MarkPermanent(&UnknownStreamError{Stream: m.Destination})
 	}
 	wrapped := fmt.Errorf("redis: xadd %q: %w", m.Destination, err)
 	var rerr goredis.Error
@@ -167,7 +167,7 @@ func (s *Sink) classify(err error, m *relay.Message) error {
 		code, _, _ := strings.Cut(rerr.Error(), " ")
 		switch code {
 		case "WRONGTYPE", "NOPERM":
-			return relay.MarkPermanent(wrapped)
+			return sink.MarkPermanent(wrapped)
 		}
 	}
 	return wrapped

@@ -26,7 +26,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/outboxrelay/outbox/internal/testutil"
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
 	"github.com/outboxrelay/outbox/sdk/inbox"
 )
@@ -123,12 +123,12 @@ func received(t *testing.T, e goredis.XMessage) sinktest.Received {
 
 func TestContract(t *testing.T) {
 	sinktest.Run(t, sinktest.Harness{
-		New:         func(t *testing.T) relay.Sink { return newSink(t, Config{}) },
+		New:         func(t *testing.T) sink.Sink { return newSink(t, Config{}) },
 		Destination: func(t *testing.T) string { return newStream(t) },
 		Consume:     consume,
 		SDKReader:   true,
 		Permanent: []sinktest.PermanentCase{
-			{Name: "WrongType", Break: func(t *testing.T, m *relay.Message) {
+			{Name: "WrongType", Break: func(t *testing.T, m *sink.Message) {
 				key := newStream(t)
 				if err := admin(t, testutil.RedisURL(t)).Set(context.Background(), key, "not a stream", 0).Err(); err != nil {
 					t.Fatal(err)
@@ -249,12 +249,12 @@ func TestACL(t *testing.T) {
 	u.User = url.UserPassword("writer", "writer-secret")
 	s := newSink(t, Config{URL: u.String()})
 	defer s.Close()
-	msgs := []*relay.Message{
+	msgs := []*sink.Message{
 		sinktest.NewMessage("allowed:orders", "a", 0),
 		sinktest.NewMessage("denied:orders", "b", 0),
 	}
 	errs := s.Publish(ctx, msgs)
-	if len(errs) != 2 || errs[0] != nil || !relay.Permanent(errs[1]) {
+	if len(errs) != 2 || errs[0] != nil || !sink.Permanent(errs[1]) {
 		t.Fatalf("Publish = %v, want the allowed stream to work and NOPERM to be permanent", errs)
 	}
 	t.Log(errs[1])
@@ -279,11 +279,11 @@ func TestMaxLenAndNoMkStream(t *testing.T) {
 	strict := newSink(t, Config{NoMkStream: true})
 	defer strict.Close()
 	missing := newStream(t)
-	errs := strict.Publish(context.Background(), []*relay.Message{
+	errs := strict.Publish(context.Background(), []*sink.Message{
 		sinktest.NewMessage(stream, "a", 0),
 		sinktest.NewMessage(missing, "b", 0),
 	})
-	if len(errs) != 2 || errs[0] != nil || !relay.Permanent(errs[1]) {
+	if len(errs) != 2 || errs[0] != nil || !sink.Permanent(errs[1]) {
 		t.Fatalf("Publish = %v, want an existing stream to work and a missing one to fail permanently", errs)
 	}
 }
@@ -296,7 +296,7 @@ func TestTooLarge(t *testing.T) {
 	msgs := sinktest.Batch(stream, sinktest.Keys("large", 2), 0)
 	msgs[0].Event.Payload = make([]byte, 1001)
 	errs := s.Publish(context.Background(), msgs)
-	if len(errs) != 2 || !relay.Permanent(errs[0]) || errs[1] != nil {
+	if len(errs) != 2 || !sink.Permanent(errs[0]) || errs[1] != nil {
 		t.Fatalf("Publish = %v, want a permanent error for the large message only", errs)
 	}
 }

@@ -6,7 +6,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 )
 
 // Source is the CloudEvents source the suite's messages carry.
@@ -16,7 +16,7 @@ const Source = "/outbox/sinktest"
 // key "order:"+key, a small JSON payload naming key and seq, a W3C trace
 // context and one user header (Message.Headers and Event.Headers are the
 // same map).
-func NewMessage(dest, key string, seq int) *relay.Message {
+func NewMessage(dest, key string, seq int) *sink.Message {
 	id, err := uuid.NewV7()
 	if err != nil {
 		panic(err)
@@ -26,8 +26,8 @@ func NewMessage(dest, key string, seq int) *relay.Message {
 		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		"x-sinktest":  fmt.Sprintf("%s/%d", key, seq),
 	}
-	return &relay.Message{
-		Event: &relay.Event{
+	return &sink.Message{
+		Event: &sink.Event{
 			ID:            id,
 			AggregateType: "order",
 			AggregateID:   key,
@@ -49,8 +49,8 @@ func NewMessage(dest, key string, seq int) *relay.Message {
 }
 
 // Batch returns one message per key for dest, all with sequence number seq.
-func Batch(dest string, keys []string, seq int) []*relay.Message {
-	msgs := make([]*relay.Message, len(keys))
+func Batch(dest string, keys []string, seq int) []*sink.Message {
+	msgs := make([]*sink.Message, len(keys))
 	for i, k := range keys {
 		msgs[i] = NewMessage(dest, k, seq)
 	}

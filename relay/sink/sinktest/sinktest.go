@@ -1,21 +1,21 @@
-// Package sinktest is the contract suite every relay.Sink must pass, with
+// Package sinktest is the contract suite every sink.Sink must pass, with
 // helpers for the sinks' own tests and benchmarks.
 //
 // A sink package wires its broker into a Harness and calls Run from a test:
 //
 //	func TestContract(t *testing.T) {
 //		sinktest.Run(t, sinktest.Harness{
-//			New:         func(t *testing.T) relay.Sink { ... },
+//			New:         func(t *testing.T) sink.Sink { ... },
 //			Destination: func(t *testing.T) string { ... },
 //			Consume:     func(ctx context.Context, t *testing.T, dest string, min int) []sinktest.Received { ... },
 //		})
 //	}
 //
-// The suite checks what relay.Sink promises: the result shape, the event id
+// The suite checks what sink.Sink promises: the result shape, the event id
 // and every CloudEvents attribute and header on each message (and that the
 // SDK's reader for the binding decodes the message into the event the sink
 // was given), order per key
-// across batches, per-message error classification (relay.Permanent), Publish
+// across batches, per-message error classification (sink.Permanent), Publish
 // after and during Close, concurrent Publish calls and, when the harness can
 // cut the broker off, transient errors during an outage and recovery without
 // a new sink.
@@ -25,7 +25,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/sdk/inbox"
 )
 
@@ -63,7 +63,7 @@ type Received struct {
 type Harness struct {
 	// New returns a new sink connected to the broker. The suite closes it.
 	// Required.
-	New func(t *testing.T) relay.Sink
+	New func(t *testing.T) sink.Sink
 	// Destination returns a fresh destination that accepts messages and that
 	// Consume can read (a topic, exchange/routing key with a bound queue,
 	// subject, stream). Required.
@@ -94,12 +94,12 @@ type PermanentCase struct {
 	// Break changes m (its Destination, Payload, ...) so that publishing it
 	// fails permanently. m.Destination is a fresh, working destination when
 	// Break is called.
-	Break func(t *testing.T, m *relay.Message)
+	Break func(t *testing.T, m *sink.Message)
 }
 
 // Outage is a sink whose broker can be made unreachable and reachable again.
 type Outage struct {
-	Sink        relay.Sink
+	Sink        sink.Sink
 	Destination string
 	// Cut makes the broker unreachable: open connections break, new ones fail.
 	Cut func()

@@ -6,14 +6,19 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
 	"unicode/utf8"
 
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/internal/inflight"
+	"github.com/outboxrelay/outbox/relay/sink"
 )
+
+// ErrClosed is returned for messages published after Close.
+var ErrClosed = errors.New("stdout: sink closed")
 
 // Config configures the sink.
 type Config struct {
@@ -22,15 +27,16 @@ type Config struct {
 	Pretty bool `yaml:"pretty"`
 }
 
-// Sink writes JSON lines.
+// Sink writes JSON lines. It is safe for concurrent use; Publish calls
+// write one at a time.
 type Sink struct {
-	mu     sync.Mutex
-	w      *bufio.Writer
-	cfg    Config
-	closed bool
+	calls inflight.Gate // Publish calls in progress; closed by Close
+	mu    sync.Mutex    // one Publish writes at a time
+	w     *bufio.Writer
+	cfg   Config
 }
 
-var _ relay.Sink = (*Sink)(nil)
+var _ sink.Sink = (*Sink)(nil)
 
 // New returns a sink writing to w (os.Stdout when nil).
 func New(w io.Writer, cfg Config) *Sink {
@@ -49,7 +55,7 @@ type Line struct {
 	Subject     string `json:"subject"`
 	// Time is occurred_at in RFC 3339; for 'infinity' or a year outside
 	// 0000-9999 it is absent and OccurredAt carries the value
-	// (relay.TimeAttribute).
+	// (sink.TimeAttribute).
 	Time            string            `json:"time,omitempty"`
 	OccurredAt      string            `json:"occurredat,omitempty"`
 	DataContentType string            `json:"datacontenttype"`
@@ -66,12 +72,12 @@ type Line struct {
 }
 
 // Encode returns m's line.
-func Encode(m *relay.Message) Line {
+func Encode(m *sink.Message) Line {
 	e := m.Event
 	l := Line{SpecVersion: "1.0", ID: e.ID.String(), Source: m.Source, Type: e.EventType, Subject: e.AggregateID,
 		DataContentType: e.ContentType, AggregateType: e.AggregateType,
 		SchemaVersion: e.SchemaVersion, TenantID: e.TenantID, Route: m.Route, Destination: m.Destination, Headers: m.Headers}
-	if a := relay.TimeAttribute(e); a.Name == relay.CETime {
+	if a := sink.TimeAttribute(e); a.Name == sink.CETime {
 		l.Time = a.Value
 	} else {
 		l.OccurredAt = a.Value
@@ -85,31 +91,35 @@ func Encode(m *relay.Message) Line {
 }
 
 // Publish writes one line per message and flushes.
-func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
+func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
+	if !s.calls.Enter() {
+		return sink.AllFailed(len(msgs), ErrClosed)
+	}
+	defer s.calls.Leave()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return relay.AllFailed(len(msgs), fmt.Errorf("stdout: sink closed"))
-	}
 	enc := json.NewEncoder(s.w)
 	if s.cfg.Pretty {
 		enc.SetIndent("", "  ")
 	}
 	for _, m := range msgs {
 		if err := enc.Encode(Encode(m)); err != nil {
-			return relay.AllFailed(len(msgs), fmt.Errorf("stdout: %w", err))
+			return sink.AllFailed(len(msgs), fmt.Errorf("stdout: %w", err))
 		}
 	}
 	if err := s.w.Flush(); err != nil {
-		return relay.AllFailed(len(msgs), fmt.Errorf("stdout: %w", err))
+		return sink.AllFailed(len(msgs), fmt.Errorf("stdout: %w", err))
 	}
 	return nil
 }
 
-// Close flushes and stops the sink.
+// Close turns away new Publish calls, waits for the ones in progress, and
+// flushes. A second Close returns nil at once.
 func (s *Sink) Close() error {
+	if !s.calls.Close() {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.closed = true
 	return s.w.Flush()
 }

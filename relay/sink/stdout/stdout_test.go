@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/outboxrelay/outbox/internal/testutil"
-	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink"
 	"github.com/outboxrelay/outbox/relay/sink/sinktest"
 )
 
@@ -39,7 +39,7 @@ func (s *shared) lines() []string {
 func TestContract(t *testing.T) {
 	out := &shared{}
 	sinktest.Run(t, sinktest.Harness{
-		New:         func(t *testing.T) relay.Sink { return New(out, Config{}) },
+		New:         func(t *testing.T) sink.Sink { return New(out, Config{}) },
 		Destination: func(t *testing.T) string { return testutil.RandomName("d") },
 		Consume: func(ctx context.Context, t *testing.T, dest string, min int) []sinktest.Received {
 			for {
@@ -92,7 +92,7 @@ func TestLineFormat(t *testing.T) {
 	m := sinktest.NewMessage("dest", "k:1", 1)
 	m.Event.Payload = []byte{0xff, 0x00}
 	m.Event.ContentType = "application/octet-stream"
-	if errs := s.Publish(context.Background(), []*relay.Message{m}); errs != nil {
+	if errs := s.Publish(context.Background(), []*sink.Message{m}); errs != nil {
 		t.Fatal(errs)
 	}
 	sc := bufio.NewScanner(&b)
@@ -107,7 +107,7 @@ func TestLineFormat(t *testing.T) {
 		t.Errorf("binary payload: %v", l)
 	}
 	s.Close()
-	if errs := s.Publish(context.Background(), []*relay.Message{m}); errs == nil || relay.Permanent(errs[0]) {
+	if errs := s.Publish(context.Background(), []*sink.Message{m}); errs == nil || sink.Permanent(errs[0]) {
 		t.Errorf("publish after close: %v, want a transient error", errs)
 	}
 }
@@ -132,7 +132,7 @@ func TestLineTimes(t *testing.T) {
 		m.Event.OccurredAt, m.Event.OccurredAtInf = c.at, c.inf
 		var b bytes.Buffer
 		s := New(&b, Config{})
-		if errs := s.Publish(context.Background(), []*relay.Message{m}); errs != nil {
+		if errs := s.Publish(context.Background(), []*sink.Message{m}); errs != nil {
 			t.Fatalf("%s: %v", c.want, errs)
 		}
 		line := b.String()

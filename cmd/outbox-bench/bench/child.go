@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"slices"
 	"syscall"
 	"time"
 
@@ -23,81 +22,45 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/outboxrelay/outbox/relay"
-	kafkasink "github.com/outboxrelay/outbox/relay/sink/kafka"
-	natssink "github.com/outboxrelay/outbox/relay/sink/nats"
-	rabbitsink "github.com/outboxrelay/outbox/relay/sink/rabbitmq"
-	redissink "github.com/outboxrelay/outbox/relay/sink/redis"
-	"github.com/outboxrelay/outbox/relay/sink/stdout"
+	"github.com/outboxrelay/outbox/relay/sink"
+	"github.com/outboxrelay/outbox/relay/sink/registry"
 )
 
-// sinkBuilder builds one type of sink from its relay.yaml entry, the way
-// `outbox relay` does.
-type sinkBuilder func(ctx context.Context, sc *relay.SinkConfig, dests []*relay.Destination, logger *slog.Logger) (relay.Sink, error)
-
-var sinkBuilders = map[string]sinkBuilder{
-	"nats": func(ctx context.Context, sc *relay.SinkConfig, dests []*relay.Destination, logger *slog.Logger) (relay.Sink, error) {
-		var c natssink.Config
-		if err := sc.Decode(&c); err != nil {
-			return nil, err
-		}
-		if len(c.Subjects) == 0 {
-			c.Subjects = natssink.SubjectsFor(dests)
-		}
-		return natssink.New(ctx, c, logger)
-	},
-	"kafka": func(ctx context.Context, sc *relay.SinkConfig, _ []*relay.Destination, logger *slog.Logger) (relay.Sink, error) {
-		var c kafkasink.Config
-		if err := sc.Decode(&c); err != nil {
-			return nil, err
-		}
-		return kafkasink.New(ctx, c, logger)
-	},
-	"rabbitmq": func(ctx context.Context, sc *relay.SinkConfig, _ []*relay.Destination, logger *slog.Logger) (relay.Sink, error) {
-		var c rabbitsink.Config
-		if err := sc.Decode(&c); err != nil {
-			return nil, err
-		}
-		return rabbitsink.New(ctx, c, logger)
-	},
-	"redis": func(ctx context.Context, sc *relay.SinkConfig, _ []*relay.Destination, logger *slog.Logger) (relay.Sink, error) {
-		var c redissink.Config
-		if err := sc.Decode(&c); err != nil {
-			return nil, err
-		}
-		return redissink.New(ctx, c, logger)
-	},
-	"stdout": func(_ context.Context, sc *relay.SinkConfig, _ []*relay.Destination, _ *slog.Logger) (relay.Sink, error) {
-		var c stdout.Config
-		if err := sc.Decode(&c); err != nil {
-			return nil, err
-		}
-		return stdout.New(nil, c), nil
-	},
-	"null": func(_ context.Context, sc *relay.SinkConfig, _ []*relay.Destination, _ *slog.Logger) (relay.Sink, error) {
-		var c struct{}
-		if err := sc.Decode(&c); err != nil {
-			return nil, err
-		}
-		return nullSink{}, nil
-	},
+// sinkTypes are the sink types of `outbox relay`, plus "null".
+func sinkTypes() registry.Registry {
+	r := registry.Default()
+	r["null"] = registry.Type{
+		Check: func(sc *relay.SinkConfig) error {
+			var c struct{}
+			return sc.Decode(&c)
+		},
+		Build: func(_ context.Context, sc *relay.SinkConfig, _ []*relay.Destination, _ *slog.Logger) (sink.Sink, error) {
+			var c struct{}
+			if err := sc.Decode(&c); err != nil {
+				return nil, err
+			}
+			return nullSink{}, nil
+		},
+	}
+	return r
 }
 
 // nullSink accepts every message at once: the relay's own cost, with no
 // broker.
 type nullSink struct{}
 
-func (nullSink) Publish(context.Context, []*relay.Message) []error { return nil }
-func (nullSink) Close() error                                      { return nil }
+func (nullSink) Publish(context.Context, []*sink.Message) []error { return nil }
+func (nullSink) Close() error                                     { return nil }
 
 // timedSink records, while recording is on, the time from each message's
 // commit (pgoutput's commit timestamp) to the broker's acknowledgement
 // (Publish returning it as accepted).
 type timedSink struct {
-	relay.Sink
+	sink.Sink
 	rec *recorder
 }
 
-func (t *timedSink) Publish(ctx context.Context, msgs []*relay.Message) []error {
+func (t *timedSink) Publish(ctx context.Context, msgs []*sink.Message) []error {
 	errs := t.Sink.Publish(ctx, msgs)
 	if t.rec.recording() {
 		now := time.Now()
@@ -131,12 +94,8 @@ func RunRelay(args []string, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	types := make([]string, 0, len(sinkBuilders))
-	for t := range sinkBuilders {
-		types = append(types, t)
-	}
-	slices.Sort(types)
-	if err := cfg.Validate(types); err != nil {
+	types := sinkTypes()
+	if err := types.Check(cfg, *configPath); err != nil {
 		return fail(err)
 	}
 	level, err := relay.ParseLevel(cfg.Log.Level)
@@ -160,28 +119,14 @@ func RunRelay(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	router, err := relay.NewRouter(cfg)
+	rec := &recorder{}
+	sinks, err := types.Open(ctx, cfg, logger)
 	if err != nil {
 		return fail(err)
 	}
-	dests := map[string][]*relay.Destination{}
-	for _, rt := range router.Routes() {
-		dests[rt.Sink] = append(dests[rt.Sink], rt.Destination)
-	}
-	rec := &recorder{}
-	sinks := map[string]relay.Sink{}
-	defer func() {
-		for _, s := range sinks {
-			s.Close()
-		}
-	}()
-	for i := range cfg.Sinks {
-		sc := &cfg.Sinks[i]
-		s, err := sinkBuilders[sc.Type](ctx, sc, dests[sc.Name], logger.With("sink", sc.Name))
-		if err != nil {
-			return fail(fmt.Errorf("sink %s: %w", sc.Name, err))
-		}
-		sinks[sc.Name] = &timedSink{Sink: s, rec: rec}
+	defer registry.Close(sinks)
+	for name, s := range sinks {
+		sinks[name] = &timedSink{Sink: s, rec: rec}
 	}
 
 	// The relay's own metrics in a registry of their own, so that the

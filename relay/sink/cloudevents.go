@@ -1,8 +1,7 @@
-package relay
+package sink
 
 import (
 	"github.com/outboxrelay/outbox/sdk/pgtime"
-
 	"github.com/outboxrelay/outbox/sdk/wire"
 )
 

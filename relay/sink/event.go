@@ -1,10 +1,10 @@
-package relay
+package sink
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -41,15 +41,25 @@ type Event struct {
 	CommitTime time.Time
 	// CommitLSN is the LSN of the writing transaction's commit record; zero for
 	// rows read from a snapshot.
-	CommitLSN pglogrepl.LSN
+	CommitLSN LSN
 
-	// decodeErr is set when a value of the row could not be decoded: the
-	// row is dead-lettered, with this reason, on every route that takes it.
-	decodeErr error
-	// rawHeaders is the headers column's JSON as read, so that a dead
-	// letter copies it exactly (Headers keeps non-string values as their
-	// JSON text, and a row whose headers cannot be decoded has none).
-	rawHeaders []byte
+	// DecodeErr is set by the relay when a value of the row (a header, a
+	// timestamp, the payload's text form) could not be decoded. The relay
+	// dead-letters such an event, with this reason, on every route that
+	// takes it: a sink is never given one.
+	DecodeErr error
+	// RawHeaders is the headers column's JSON as the relay read it, so that
+	// a dead letter copies it exactly (Headers keeps non-string values as
+	// their JSON text, and a row whose headers cannot be decoded has none).
+	RawHeaders []byte
+}
+
+// LSN is a position in PostgreSQL's write-ahead log.
+type LSN uint64
+
+// String formats the LSN as PostgreSQL does, e.g. "16/B374D848".
+func (l LSN) String() string {
+	return fmt.Sprintf("%X/%X", uint32(l>>32), uint32(l))
 }
 
 // Key is the ordering key: events with the same key are delivered to a route in
