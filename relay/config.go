@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/outboxrelay/outbox/internal/didyoumean"
 	"github.com/outboxrelay/outbox/internal/pgident"
 )
 
@@ -164,7 +165,7 @@ func (s *SinkConfig) Decode(v any) error {
 	if s.Node == nil {
 		return nil
 	}
-	if err := CheckKeys(s.Node, v, "name", "type"); err != nil {
+	if err := knownKeys(s.Node, v, "name", "type"); err != nil {
 		return err
 	}
 	if err := s.Node.Decode(v); err != nil {
@@ -204,7 +205,7 @@ func (r *RouteConfig) UnmarshalYAML(n *yaml.Node) error {
 // decodeAt decodes n into v, a pointer to a struct of a type without
 // UnmarshalYAML, after checking its keys, and records n's line.
 func decodeAt(n *yaml.Node, v any, line *int) error {
-	if err := CheckKeys(n, v); err != nil {
+	if err := knownKeys(n, v); err != nil {
 		return err
 	}
 	if err := n.Decode(v); err != nil {
@@ -391,7 +392,7 @@ func ParseConfig(src []byte, file string) (*Config, error) {
 		return nil, &ConfigError{File: file, Line: doc.Line, Msg: "the config must be a mapping with database, sinks and routes"}
 	}
 	cfg := &Config{File: file}
-	if err := CheckKeys(doc, cfg); err != nil {
+	if err := knownKeys(doc, cfg); err != nil {
 		return nil, withFile(err, file)
 	}
 	if err := doc.Decode(cfg); err != nil {
@@ -445,10 +446,10 @@ func lineError(msg, file string) error {
 	return &ConfigError{File: file, Msg: msg}
 }
 
-// CheckKeys rejects mapping keys of n that v's yaml tags (or extra) do not name,
+// knownKeys rejects mapping keys of n that v's yaml tags (or extra) do not name,
 // suggesting the nearest valid key. It descends into nested structs, lists of
 // structs and maps of structs, except types that decode themselves.
-func CheckKeys(n *yaml.Node, v any, extra ...string) error {
+func knownKeys(n *yaml.Node, v any, extra ...string) error {
 	return checkKeys(n, reflect.TypeOf(v), extra)
 }
 
@@ -472,7 +473,7 @@ func checkKeys(n *yaml.Node, t reflect.Type, extra []string) error {
 				continue
 			}
 			msg := fmt.Sprintf("unknown key %q", k.Value)
-			if s := Suggest(k.Value, known); s != "" {
+			if s := didyoumean.Suggest(k.Value, known); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			} else {
 				msg += fmt.Sprintf(" (valid keys: %s)", strings.Join(known, ", "))
@@ -534,45 +535,6 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 		out[name] = f.Type
 	}
 	return out
-}
-
-// Suggest returns the candidate closest to s by edit distance, or "" when none
-// is close enough to be a likely typo.
-func Suggest(s string, candidates []string) string {
-	best, bestD := "", 1<<30
-	for _, c := range candidates {
-		if d := editDistance(strings.ToLower(s), strings.ToLower(c)); d < bestD {
-			best, bestD = c, d
-		}
-	}
-	if bestD <= max(2, len(s)/3) && bestD < len(s) {
-		return best
-	}
-	return ""
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			// transposition counts as one edit
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				cur[j] = min(cur[j], prev[j-1])
-			}
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 func (c *Config) fill() {
@@ -672,7 +634,7 @@ func (c *Config) Validate(sinkTypes []string) error {
 		names = append(names, s.Name)
 		if !slices.Contains(sinkTypes, s.Type) {
 			msg := fmt.Sprintf("unknown sink type %q", s.Type)
-			if sg := Suggest(s.Type, sinkTypes); sg != "" {
+			if sg := didyoumean.Suggest(s.Type, sinkTypes); sg != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", sg)
 			}
 			add(s.Line, field+".type", "%s; valid types: %s", msg, strings.Join(sinkTypes, ", "))
@@ -685,7 +647,7 @@ func (c *Config) Validate(sinkTypes []string) error {
 		}
 		if !sinkNames[name] {
 			msg := fmt.Sprintf("unknown sink %q", name)
-			if sg := Suggest(name, names); sg != "" {
+			if sg := didyoumean.Suggest(name, names); sg != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", sg)
 			} else if len(names) > 0 {
 				msg += fmt.Sprintf(" (configured sinks: %s)", strings.Join(names, ", "))
@@ -708,7 +670,7 @@ func (c *Config) Validate(sinkTypes []string) error {
 		field := fmt.Sprintf("routes[%d]", i)
 		if r.Name == "" {
 			add(r.Line, field, "a route needs a name")
-		} else if r.Name == DefaultRouteName {
+		} else if r.Name == defaultRouteName {
 			add(r.Line, field, "the route name %q is reserved for default_route (it names default_route in metrics, logs, dead letters and replays); pick another name", r.Name)
 		} else if prev, dup := routeNames[r.Name]; dup {
 			add(r.Line, field, "duplicate route name %q (first used on line %d)", r.Name, prev)
@@ -727,7 +689,7 @@ func (c *Config) Validate(sinkTypes []string) error {
 			add(r.Line, field+".destination", "%v", err)
 		}
 		if r.Filter != "" {
-			if _, err := CompileFilter(r.Filter); err != nil {
+			if _, err := compileFilter(r.Filter); err != nil {
 				add(r.Line, field+".filter", "%v", err)
 			}
 		}

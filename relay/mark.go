@@ -2,8 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -12,12 +10,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxrelay/outbox/internal/pgident"
-	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
-// marker marks finished rows delivered (or deletes them), one statement per
-// flush with up to markInFlight statements at once, and only then lets the
-// position move past them.
+// marker marks the rows of handled events delivered (or deletes them), one
+// statement per flush with up to markInFlight statements at once, and passes
+// the events on (marked) only once their rows are: the position cannot move
+// past a row that a crash would leave unmarked.
 //
 // A row can be decoded from the WAL a moment before its transaction is visible
 // to other sessions (the commit record is flushed before the transaction leaves
@@ -33,9 +31,11 @@ type marker struct {
 	counted  string
 	interval time.Duration
 	batch    int
-	in       chan []*item
-	release  func(n int, bytes int64)
 	logger   *slog.Logger
+
+	// Set by the pipeline.
+	in     <-chan []*item // handled events
+	marked chan<- []*item // events whose rows are marked
 }
 
 const (
@@ -43,15 +43,14 @@ const (
 	markGiveUp   = 2 * time.Second
 )
 
-func newMarker(pool *pgxpool.Pool, schema, onDelivered string, cfg DeliveryConfig, logger *slog.Logger, release func(n int, bytes int64)) *marker {
+func newMarker(pool *pgxpool.Pool, schema string, cfg DeliveryConfig, logger *slog.Logger) *marker {
 	table := pgident.Quote(schema) + ".events"
 	counted := "UPDATE " + table + " SET delivered_at = now() WHERE id = ANY($1)"
 	stmt := counted + " RETURNING id"
-	if onDelivered == "delete" {
+	if cfg.OnDelivered == "delete" {
 		counted, stmt = "", "DELETE FROM "+table+" WHERE id = ANY($1) RETURNING id"
 	}
-	return &marker{pool: pool, stmt: stmt, counted: counted, interval: cfg.MarkInterval.D(), batch: cfg.MarkBatch,
-		in: make(chan []*item, 64), release: release, logger: logger}
+	return &marker{pool: pool, stmt: stmt, counted: counted, interval: cfg.MarkInterval.D(), batch: cfg.MarkBatch, logger: logger}
 }
 
 type markResult struct {
@@ -99,27 +98,15 @@ func (m *marker) run(ctx context.Context) {
 			if r.err != nil {
 				return // ctx is done
 			}
-			now := time.Now()
-			finished, bytes := 0, int64(0)
-			for _, it := range r.items {
-				if r.found != nil && !r.found[[16]byte(it.ev.ID)] {
-					first, seen := firstMiss[it]
-					if !seen {
-						firstMiss[it] = now
-						first = now
-					}
-					if now.Sub(first) < markGiveUp {
-						pending = append(pending, it)
-						continue
-					}
-					m.logger.Warn("delivered row not found to mark; was it deleted?", "event_id", it.ev.ID.String())
+			var marked []*item
+			marked, pending = m.settle(r, firstMiss, pending)
+			if len(marked) > 0 {
+				select {
+				case m.marked <- marked:
+				case <-ctx.Done():
+					return
 				}
-				delete(firstMiss, it)
-				it.txn.Done()
-				finished++
-				bytes += it.weight
 			}
-			m.release(finished, bytes)
 			if len(pending) >= m.batch {
 				start()
 			}
@@ -127,6 +114,31 @@ func (m *marker) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// settle sorts the items of a statement that ran: those whose rows it
+// touched, or that were given up on, are marked; the others are appended to
+// pending, to be tried again. marked reuses r.items.
+func (m *marker) settle(r markResult, firstMiss map[*item]time.Time, pending []*item) (marked, stillPending []*item) {
+	now := time.Now()
+	marked = r.items[:0]
+	for _, it := range r.items {
+		if r.found != nil && !r.found[[16]byte(it.ev.ID)] {
+			first, seen := firstMiss[it]
+			if !seen {
+				firstMiss[it] = now
+				first = now
+			}
+			if now.Sub(first) < markGiveUp {
+				pending = append(pending, it)
+				continue
+			}
+			m.logger.Warn("delivered row not found to mark; was it deleted?", "event_id", it.ev.ID.String())
+		}
+		delete(firstMiss, it)
+		marked = append(marked, it)
+	}
+	return marked, pending
 }
 
 // exec runs the mark statement for items, retrying until it succeeds or ctx
@@ -173,65 +185,4 @@ func (m *marker) markOnce(ctx context.Context, ids [][16]byte) (map[[16]byte]boo
 		return nil
 	})
 	return found, err
-}
-
-// deadLetterWriter records deliveries that failed for good.
-type deadLetterWriter struct {
-	pool   *pgxpool.Pool
-	stmt   string
-	logger *slog.Logger
-}
-
-func newDeadLetterWriter(pool *pgxpool.Pool, schema string, logger *slog.Logger) *deadLetterWriter {
-	table := pgident.Quote(schema) + ".dead_letters"
-	// A replayed event that fails again returns to its row: attempts add up.
-	stmt := `INSERT INTO ` + table + ` AS d (event_id, aggregate_type, aggregate_id, event_type, schema_version,
-	  payload, content_type, headers, tenant_id, occurred_at, created_at, route, sink, destination, attempts,
-	  last_error, errors, first_failed_at, last_failed_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, ''), $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-	ON CONFLICT (event_id, route) DO UPDATE SET
-	  attempts = d.attempts + EXCLUDED.attempts,
-	  last_error = EXCLUDED.last_error,
-	  errors = d.errors || EXCLUDED.errors,
-	  last_failed_at = EXCLUDED.last_failed_at,
-	  sink = EXCLUDED.sink,
-	  destination = EXCLUDED.destination,
-	  replay_status = CASE WHEN d.replay_status = 'delivering' THEN 'failed' ELSE d.replay_status END`
-	return &deadLetterWriter{pool: pool, stmt: stmt, logger: logger}
-}
-
-// write inserts the dead letter, retrying until it is written or ctx is done.
-func (w *deadLetterWriter) write(ctx context.Context, dl *delivery) error {
-	e := dl.msg.Event
-	hj := e.rawHeaders // the row's own JSON: an exact copy
-	if hj == nil || !json.Valid(hj) {
-		headers := e.Headers
-		if headers == nil {
-			headers = map[string]string{}
-		}
-		hj, _ = json.Marshal(headers)
-	}
-	errs, _ := json.Marshal(dl.errs)
-	last := ""
-	if dl.err != nil {
-		last = dl.err.Error()
-	}
-	first := dl.first
-	if first.IsZero() {
-		first = time.Now()
-	}
-	// The row's own values, infinities included (the zero time is a value
-	// too: 0001-01-01).
-	occurred, created := pgtime.ToPG(e.OccurredAt, e.OccurredAtInf), pgtime.ToPG(e.CreatedAt, e.CreatedAtInf)
-	bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
-	return backoff.Retry(func() error {
-		_, err := w.pool.Exec(ctx, w.stmt, e.ID, e.AggregateType, e.AggregateID, e.EventType, e.SchemaVersion,
-			e.Payload, e.ContentType, string(hj), e.TenantID, occurred, created, dl.route.Name, dl.route.Sink,
-			dl.msg.Destination, dl.msg.Attempt, last, string(errs), first, time.Now())
-		if err != nil && ctx.Err() == nil {
-			w.logger.Error("writing dead letter failed; retrying", "event_id", e.ID.String(), "route", dl.route.Name, "error", err)
-			return fmt.Errorf("dead letter: %w", err)
-		}
-		return err
-	}, bo)
 }
