@@ -29,7 +29,7 @@ test-short: services-up ## the tests without -race, faster
 	OUTBOX_TEST_REQUIRE_SERVICES=1 $(GO) test -count=1 -timeout 30m $(PKGS)
 
 fuzz: ## run each fuzz target briefly (FUZZTIME, default 10s each)
-	@for pt in relay:FuzzParseConfig relay:FuzzDestination relay:FuzzDecodeInsert relay:FuzzDecodeHeaders \
+	@for pt in relay:FuzzParseConfig relay:FuzzDestination internal/pgoutput:FuzzDecodeInsert internal/pgoutput:FuzzDecodeHeaders internal/pgoutput:FuzzDecoder \
 		dlq:FuzzGlobRegexp sdk/wire:FuzzNATSEncoding; do \
 		p=$${pt%%:*}; t=$${pt#*:}; echo "fuzz $$p $$t"; \
 		$(GO) test ./$$p -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-10s} || exit 1; \

@@ -30,6 +30,7 @@ import (
 
 	"github.com/outboxrelay/outbox/cmd/outbox/outboxcli"
 	"github.com/outboxrelay/outbox/relay"
+	"github.com/outboxrelay/outbox/relay/sink/stdout"
 )
 
 // root is the repository, seen from this package's directory.
@@ -338,6 +339,24 @@ type describer struct {
 	histograms map[*prometheus.Desc]bool
 }
 
+// describeRelay collects the metrics a relay registers: a relay made with
+// d as its Registerer (it registers them in New).
+func describeRelay(t testing.TB) *describer {
+	t.Helper()
+	cfg, err := relay.NewConfig(relay.Config{
+		Database: relay.DatabaseConfig{URL: "postgres://localhost/app"},
+		Routes:   []relay.RouteConfig{{Name: "all", Match: "*", Sink: "out"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &describer{}
+	if _, err := relay.New(cfg, map[string]relay.Sink{"out": stdout.New(io.Discard, stdout.Config{})}, &relay.Options{Registerer: d}); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 func (d *describer) Register(c prometheus.Collector) error {
 	ch := make(chan *prometheus.Desc)
 	go func() { c.Describe(ch); close(ch) }()
@@ -368,25 +387,23 @@ var (
 	descLabels = regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
 )
 
-// knownMetrics are the metrics a relay exposes: those relay.NewMetrics
+// knownMetrics are the metrics a relay exposes: those relay.New
 // registers (with their labels, whether or not they have been observed yet),
 // and those a running `outbox relay` serves on /metrics (build info, Go and
 // process collectors). Histograms come with _bucket, _sum and _count.
 func knownMetrics(t *testing.T) map[string]metric {
 	t.Helper()
-	metricsOnce.Do(func() { metricsMap, metricsErr = gatherMetrics(t.TempDir()) })
+	metricsOnce.Do(func() { metricsMap, metricsErr = gatherMetrics(describeRelay(t), t.TempDir()) })
 	if metricsErr != nil {
 		t.Fatal(metricsErr)
 	}
 	return metricsMap
 }
 
-func gatherMetrics(dir string) (map[string]metric, error) {
+func gatherMetrics(d *describer, dir string) (map[string]metric, error) {
 	out := map[string]metric{"up": {labels: []string{"job", "instance"}}}
-	d := &describer{}
-	relay.NewMetrics(d)
 	if len(d.descs) == 0 {
-		return nil, fmt.Errorf("relay.NewMetrics registered nothing")
+		return nil, fmt.Errorf("relay.New registered no metrics")
 	}
 	for _, desc := range d.descs {
 		s := desc.String()
@@ -456,7 +473,7 @@ routes: [{name: all, match: '*', sink: out, destination: events}]
 	}
 	// Histograms: the series PromQL sees.
 	if len(d.histograms) == 0 {
-		return nil, fmt.Errorf("relay.NewMetrics registered no histogram")
+		return nil, fmt.Errorf("relay.New registered no histogram")
 	}
 	for desc := range d.histograms {
 		name := descName.FindStringSubmatch(desc.String())[1]
@@ -633,8 +650,7 @@ func TestDashboardUsesRelayMetrics(t *testing.T) {
 	walk(dash.Panels)
 
 	// Every metric of the relay is on the dashboard.
-	d := &describer{}
-	relay.NewMetrics(d)
+	d := describeRelay(t)
 	for _, desc := range d.descs {
 		name := descName.FindStringSubmatch(desc.String())[1]
 		if !used[name] && !used[name+"_bucket"] && !used[name+"_count"] {
@@ -731,8 +747,7 @@ func TestAlertRules(t *testing.T) {
 // metric the relay registers.
 func TestDocumentedMetrics(t *testing.T) {
 	doc := string(readFile(t, "docs/observability.md"))
-	d := &describer{}
-	relay.NewMetrics(d)
+	d := describeRelay(t)
 	for _, desc := range append(d.descs, prometheus.NewDesc("outbox_build_info", "", []string{"version"}, nil)) {
 		s := desc.String()
 		name := descName.FindStringSubmatch(s)[1]

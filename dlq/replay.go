@@ -102,7 +102,7 @@ func (s *Store) RequestReplay(ctx context.Context, f Filter, opts ReplayOptions)
 	// The one statement that requests the replay: the status check in its WHERE
 	// clause is re-evaluated on a row another session changed meanwhile.
 	in := statusList(eligible)
-	q := `UPDATE ` + s.table + ` SET replay_status = 'requested', replay_requested_at = now()
+	q := `UPDATE ` + s.table + ` SET replay_status = ` + statusLit(StatusRequested) + `, replay_requested_at = now()
 	WHERE ` + where + ` AND replay_status IN ` + in
 	if f.Limit > 0 {
 		q += ` AND id IN (SELECT id FROM ` + s.table + ` WHERE ` + where + ` AND replay_status IN ` + in +
@@ -162,10 +162,13 @@ func statusList(ss []Status) string {
 		if i > 0 {
 			out += ", "
 		}
-		out += "'" + string(s) + "'"
+		out += statusLit(s)
 	}
 	return out + ")"
 }
+
+// statusLit renders a status (a constant, never user input) as an SQL literal.
+func statusLit(s Status) string { return "'" + string(s) + "'" }
 
 // Outcome is how one requested replay ended: the row as it was then.
 type Outcome struct {

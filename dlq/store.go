@@ -15,20 +15,21 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
 // Status is a dead letter's replay status.
 type Status string
 
-// Replay statuses, in the order a replay goes through them.
+// Replay statuses, in the order a replay goes through them (defined with the
+// table, in sdk/outboxschema).
 const (
-	StatusNone       Status = "none"       // never replayed
-	StatusRequested  Status = "requested"  // an operator asked for a replay
-	StatusDelivering Status = "delivering" // the active relay is sending it
-	StatusReplayed   Status = "replayed"   // delivered again
-	StatusFailed     Status = "failed"     // the replay failed too
+	StatusNone       Status = outboxschema.ReplayNone       // never replayed
+	StatusRequested  Status = outboxschema.ReplayRequested  // an operator asked for a replay
+	StatusDelivering Status = outboxschema.ReplayDelivering // the active relay is sending it
+	StatusReplayed   Status = outboxschema.ReplayReplayed   // delivered again
+	StatusFailed     Status = outboxschema.ReplayFailed     // the replay failed too
 )
 
 // Statuses lists every replay status.
@@ -140,10 +141,10 @@ func New(db DB, schema string) (*Store, error) {
 	if schema == "" {
 		schema = "outbox"
 	}
-	if err := pgident.Validate("schema", schema); err != nil {
+	if err := outboxschema.ValidateName("schema", schema); err != nil {
 		return nil, fmt.Errorf("dlq: %w", err)
 	}
-	return &Store{db: db, table: pgident.Quote(schema) + ".dead_letters"}, nil
+	return &Store{db: db, table: outboxschema.Quote(schema) + ".dead_letters"}, nil
 }
 
 // NotFoundError lists dead-letter ids that do not exist.
@@ -171,12 +172,29 @@ func JoinIDs(ids []int64) string {
 	return strings.Join(s, ", ")
 }
 
-const summaryCols = `id, event_id, aggregate_type, aggregate_id, event_type, schema_version, content_type,
-	coalesce(tenant_id, ''), occurred_at, created_at, route, sink, destination, attempts, last_error,
-	first_failed_at, last_failed_at, replay_status, replay_requested_at, replayed_at, replay_count`
+// summaryCols are the columns scanSummary reads: the dead_letters table's
+// (outboxschema.DeadLetterColumns) without the payload, headers and error
+// history that List leaves out; fullCols adds those three at the end, for
+// Get.
+var summaryCols, fullCols = letterColumns()
 
-const fullCols = summaryCols + `, payload, headers, errors`
+func letterColumns() (summary, full string) {
+	var cols []string
+	for _, c := range outboxschema.ColumnNames(outboxschema.DeadLetterColumns) {
+		switch c {
+		case "payload", "headers", "errors":
+			continue
+		case "tenant_id":
+			c = "coalesce(tenant_id, '')"
+		}
+		cols = append(cols, c)
+	}
+	summary = strings.Join(cols, ", ")
+	return summary, summary + ", payload, headers, errors"
+}
 
+// scanSummary reads a row of summaryCols into l, and the columns after them
+// into extra.
 func scanSummary(row pgx.Row, l *Letter, extra ...any) error {
 	var status string
 	dest := []any{&l.ID, &l.EventID, &l.AggregateType, &l.AggregateID, &l.EventType, &l.SchemaVersion, &l.ContentType,

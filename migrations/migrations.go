@@ -24,7 +24,6 @@ import (
 	"github.com/pressly/goose/v3/database"
 	"github.com/pressly/goose/v3/lock"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
 	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
@@ -52,10 +51,10 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := pgident.Validate("schema", cfg.Schema); err != nil {
+	if err := outboxschema.ValidateName("schema", cfg.Schema); err != nil {
 		return cfg, fmt.Errorf("migrations: %w", err)
 	}
-	if err := pgident.Validate("publication", cfg.Publication); err != nil {
+	if err := outboxschema.ValidateName("publication", cfg.Publication); err != nil {
 		return cfg, fmt.Errorf("migrations: %w", err)
 	}
 	return cfg, nil
@@ -135,7 +134,7 @@ func (m *Migrator) ensureSchema(ctx context.Context) error {
 	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", m.lockID); err != nil {
 		return fmt.Errorf("migrations: lock: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgident.Quote(m.cfg.Schema)); err != nil {
+	if _, err := tx.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+outboxschema.Quote(m.cfg.Schema)); err != nil {
 		return fmt.Errorf("migrations: create schema %s: %w", m.cfg.Schema, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -214,7 +213,7 @@ func (m *Migrator) Pending(ctx context.Context) (bool, error) {
 // and applied at its latest row's time. goose's own Status would create the
 // schema's version table first.
 func (m *Migrator) applied(ctx context.Context) (map[int64]time.Time, error) {
-	table := pgident.Quote(m.cfg.Schema) + "." + pgident.Quote(VersionTable)
+	table := outboxschema.Quote(m.cfg.Schema) + "." + outboxschema.Quote(VersionTable)
 	var exists bool
 	if err := m.db.QueryRowContext(ctx, "SELECT to_regclass($1) IS NOT NULL", table).Scan(&exists); err != nil {
 		return nil, err

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outboxrelay/outbox/internal/pgoutput"
+	"github.com/outboxrelay/outbox/internal/pgoutput/pgoutputtest"
 )
 
 // The hot path of the relay between the replication stream and a sink, with a
@@ -31,35 +34,35 @@ func (a *acceptAll) Publish(_ context.Context, msgs []*Message) []error {
 }
 func (a *acceptAll) Close() error { return nil }
 
-// pipeline is a dispatcher with one route to an acceptAll sink, fed the way
-// session.submit feeds it.
-type pipeline struct {
-	router *Router
-	disp   *dispatcher
-	pos    *Position
-	sink   *acceptAll
-	done   chan *item
-	routes []*Route
-	cancel context.CancelFunc
-	ended  chan struct{}
+// benchPipeline is a dispatcher with one route to an acceptAll sink, fed the
+// way pipeline.submit feeds it; what the dispatcher finishes comes out on
+// delivered, where the marker would take it.
+type benchPipeline struct {
+	router    *router
+	disp      *dispatcher
+	pos       *position
+	sink      *acceptAll
+	in        chan []*item
+	delivered chan []*item
+	routes    []*route
+	cancel    context.CancelFunc
+	ended     chan struct{}
 }
 
-func newPipeline(b *testing.B, m *Metrics) *pipeline {
+func newBenchPipeline(b *testing.B, m *metrics) *benchPipeline {
 	b.Helper()
 	cfg, err := ParseConfig([]byte(benchConfig), "bench.yaml")
 	if err != nil {
 		b.Fatal(err)
 	}
-	router, err := NewRouter(cfg)
+	router, err := newRouter(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := &pipeline{router: router, pos: NewPosition(0), sink: &acceptAll{}, done: make(chan *item, 4096), ended: make(chan struct{})}
-	p.disp = newDispatcher(cfg.Delivery, map[string]Sink{"s": p.sink}, slog.New(slog.DiscardHandler), m, nil, func(items []*item) {
-		for _, it := range items {
-			p.done <- it
-		}
-	})
+	p := &benchPipeline{router: router, pos: newPosition(0), sink: &acceptAll{}, in: make(chan []*item, 64),
+		delivered: make(chan []*item, 4096), ended: make(chan struct{})}
+	p.disp = newDispatcher(cfg.Delivery, map[string]Sink{"s": p.sink}, slog.New(slog.DiscardHandler), m, nil)
+	p.disp.in, p.disp.delivered = p.in, p.delivered
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	go func() {
@@ -69,26 +72,30 @@ func newPipeline(b *testing.B, m *Metrics) *pipeline {
 	return p
 }
 
-func (p *pipeline) stop() {
+func (p *benchPipeline) stop() {
 	p.cancel()
 	<-p.ended
 }
 
-// submit routes ev and hands it to the dispatcher, as session.submit does.
-func (p *pipeline) submit(txn *Txn, ev *Event) {
-	p.routes = p.router.Match(p.routes[:0], ev)
-	it := newItem(ev, txn, len(p.routes))
+// submit routes ev and hands it to the dispatcher, as pipeline.submit does.
+func (p *benchPipeline) submit(t *txn, ev *Event) {
+	p.routes = p.router.match(p.routes[:0], ev)
+	it := &item{ev: ev, key: ev.Key(), txn: t, ds: make([]*delivery, 0, len(p.routes))}
 	for _, rt := range p.routes {
-		dl := &delivery{route: rt, item: it, msg: Message{Event: ev, Route: rt.Name, Source: "/outbox/bench", Headers: ev.Headers, Attempt: 1}}
-		dest, err := rt.Destination.Render(ev)
-		if err != nil {
-			panic(err)
-		}
-		dl.msg.Destination = dest
-		it.ds = append(it.ds, dl)
+		it.addDelivery(rt, "/outbox/bench")
 	}
-	txn.Add(1)
-	p.disp.in <- []*item{it}
+	t.add(1)
+	p.in <- []*item{it}
+}
+
+// finish finishes n events, as complete does once their rows are marked.
+func (p *benchPipeline) finish(n int) {
+	for n > 0 {
+		for _, it := range <-p.delivered {
+			it.txn.done()
+			n--
+		}
+	}
 }
 
 func benchEvents(n int) []*Event {
@@ -109,27 +116,24 @@ func BenchmarkDispatch(b *testing.B) {
 // BenchmarkDispatchMetrics is BenchmarkDispatch with the Prometheus metrics
 // registered, as the relay runs.
 func BenchmarkDispatchMetrics(b *testing.B) {
-	benchDispatch(b, NewMetrics(prometheus.NewRegistry()))
+	benchDispatch(b, newMetrics(prometheus.NewRegistry()))
 }
 
-func benchDispatch(b *testing.B, m *Metrics) {
-	p := newPipeline(b, m)
+func benchDispatch(b *testing.B, m *metrics) {
+	p := newBenchPipeline(b, m)
 	defer p.stop()
 	evs := benchEvents(1000)
 	finished := make(chan struct{})
 	go func() {
-		for range b.N {
-			it := <-p.done
-			it.txn.Done()
-		}
+		p.finish(b.N)
 		close(finished)
 	}()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
-		txn := p.pos.Begin()
-		p.submit(txn, evs[i%len(evs)])
-		txn.Commit(0)
+		t := p.pos.begin()
+		p.submit(t, evs[i%len(evs)])
+		t.commit(0)
 	}
 	<-finished
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
@@ -140,76 +144,45 @@ func benchDispatch(b *testing.B, m *Metrics) {
 // writers committing one event at a time. Nothing is batched; the cost is
 // the goroutine hand-offs per event.
 func BenchmarkDispatchOneByOne(b *testing.B) {
-	p := newPipeline(b, nil)
+	p := newBenchPipeline(b, nil)
 	defer p.stop()
 	evs := benchEvents(1000)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		txn := p.pos.Begin()
-		p.submit(txn, evs[i%len(evs)])
-		txn.Commit(0)
-		it := <-p.done
-		it.txn.Done()
+		t := p.pos.begin()
+		p.submit(t, evs[i%len(evs)])
+		t.commit(0)
+		p.finish(1)
 	}
 }
 
 // BenchmarkDecodeRouteSubmit is the stream's own per-event work before the
-// hand-off: decode a pgoutput insert, route it, build its deliveries.
+// hand-off: decode a pgoutput insert, make its item, route it, build its
+// deliveries.
 func BenchmarkDecodeRouteSubmit(b *testing.B) {
 	cfg, err := ParseConfig([]byte(benchConfig), "bench.yaml")
 	if err != nil {
 		b.Fatal(err)
 	}
-	router, err := NewRouter(cfg)
+	router, err := newRouter(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	msg := sampleInsert()
-	rels := testRelation()
-	var routes []*Route
+	p := &pipeline{router: router, logger: slog.New(slog.DiscardHandler)}
+	dec := pgoutput.NewDecoder("outbox")
+	var row pgoutput.Row
+	for _, m := range [][]byte{pgoutputtest.EventsRelation(7, "outbox"), pgoutputtest.Begin(1, time.Now())} {
+		if _, err := dec.Decode(m, &row); err != nil {
+			b.Fatal(err)
+		}
+	}
+	msg := pgoutputtest.SampleInsert(7)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(msg)))
 	for b.Loop() {
-		buf := append([]byte(nil), msg...) // the stream copies each message
-		ev := &Event{}
-		if err := decodeInsert(buf, rels, ev); err != nil {
+		if _, err := dec.Decode(msg, &row); err != nil { // copies msg, as the stream needs
 			b.Fatal(err)
 		}
-		routes = router.Match(routes[:0], ev)
-		it := newItem(ev, nil, len(routes))
-		for _, rt := range routes {
-			dl := &delivery{route: rt, item: it, msg: Message{Event: ev, Route: rt.Name, Headers: ev.Headers, Attempt: 1}}
-			dl.msg.Destination, _ = rt.Destination.Render(ev)
-			it.ds = append(it.ds, dl)
-		}
-	}
-}
-
-// BenchmarkDecodeInsertHeaders decodes an insert whose headers are empty, a
-// traceparent (an instrumented service's event), or hold a non-string value
-// (a hand-written row: decoded twice).
-func BenchmarkDecodeInsertHeaders(b *testing.B) {
-	for _, tc := range []struct{ name, headers string }{
-		{"none", `{}`},
-		{"traceparent", `{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`},
-		{"mixed", `{"traceparent": "00-abc", "n": 5}`},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			id := [16]byte{1, 2, 3}
-			at := pgTime(time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC))
-			msg := insertMsg(7, []col{
-				{'b', id[:]}, {'b', []byte("order")}, {'b', []byte("42")}, {'b', []byte("order.created")}, {'b', []byte("1.0")},
-				{'b', make([]byte, 300)}, {'b', []byte("application/json")}, {'b', append([]byte{1}, tc.headers...)},
-				{'n', nil}, {'b', at}, {'b', at}, {'n', nil},
-			})
-			rels := testRelation()
-			b.ReportAllocs()
-			for b.Loop() {
-				var ev Event
-				if err := decodeInsert(msg, rels, &ev); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+		p.route(newItem(&row, nil))
 	}
 }

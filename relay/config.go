@@ -17,8 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
-	"github.com/outboxrelay/outbox/internal/suggest"
+	"github.com/outboxrelay/outbox/internal/didyoumean"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
 // Config is the relay's configuration, usually loaded from relay.yaml with
@@ -165,7 +165,7 @@ func (s *SinkConfig) Decode(v any) error {
 	if s.Node == nil {
 		return nil
 	}
-	if err := CheckKeys(s.Node, v, "name", "type"); err != nil {
+	if err := knownKeys(s.Node, v, "name", "type"); err != nil {
 		return err
 	}
 	if err := s.Node.Decode(v); err != nil {
@@ -207,7 +207,7 @@ func (r *RouteConfig) UnmarshalYAML(n *yaml.Node) error {
 // decodeAt decodes n into v, a pointer to a struct of a type without
 // UnmarshalYAML, after checking its keys, and records n's line.
 func decodeAt(n *yaml.Node, v any, line *int) error {
-	if err := CheckKeys(n, v); err != nil {
+	if err := knownKeys(n, v); err != nil {
 		return err
 	}
 	if err := n.Decode(v); err != nil {
@@ -394,7 +394,7 @@ func ParseConfig(src []byte, file string) (*Config, error) {
 		return nil, &ConfigError{File: file, Line: doc.Line, Msg: "the config must be a mapping with database, sinks and routes"}
 	}
 	cfg := &Config{File: file}
-	if err := CheckKeys(doc, cfg); err != nil {
+	if err := knownKeys(doc, cfg); err != nil {
 		return nil, withFile(err, file)
 	}
 	if err := doc.Decode(cfg); err != nil {
@@ -448,10 +448,10 @@ func lineError(msg, file string) error {
 	return &ConfigError{File: file, Msg: msg}
 }
 
-// CheckKeys rejects mapping keys of n that v's yaml tags (or extra) do not name,
+// knownKeys rejects mapping keys of n that v's yaml tags (or extra) do not name,
 // suggesting the nearest valid key. It descends into nested structs, lists of
 // structs and maps of structs, except types that decode themselves.
-func CheckKeys(n *yaml.Node, v any, extra ...string) error {
+func knownKeys(n *yaml.Node, v any, extra ...string) error {
 	return checkKeys(n, reflect.TypeOf(v), extra)
 }
 
@@ -475,7 +475,7 @@ func checkKeys(n *yaml.Node, t reflect.Type, extra []string) error {
 				continue
 			}
 			msg := fmt.Sprintf("unknown key %q", k.Value)
-			if s := Suggest(k.Value, known); s != "" {
+			if s := didyoumean.Suggest(k.Value, known); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			} else {
 				msg += fmt.Sprintf(" (valid keys: %s)", strings.Join(known, ", "))
@@ -539,10 +539,6 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 	return out
 }
 
-// Suggest returns the candidate closest to s by edit distance, or "" when none
-// is close enough to be a likely typo.
-func Suggest(s string, candidates []string) string { return suggest.Nearest(s, candidates) }
-
 func (c *Config) fill() {
 	d := &c.Database
 	d.Schema = cmp.Or(d.Schema, "outbox")
@@ -602,7 +598,7 @@ func (c *Config) Validate(sinkTypes []string) error {
 		add(0, "admin.listen", "%v", err)
 	}
 	for _, f := range []struct{ name, v string }{{"database.schema", c.Database.Schema}, {"database.slot", c.Database.Slot}, {"database.publication", c.Database.Publication}} {
-		if err := pgident.Validate(f.name, f.v); err != nil {
+		if err := outboxschema.ValidateName(f.name, f.v); err != nil {
 			add(0, f.name, "%v", err)
 		}
 	}
@@ -640,7 +636,7 @@ func (c *Config) Validate(sinkTypes []string) error {
 		names = append(names, s.Name)
 		if !slices.Contains(sinkTypes, s.Type) {
 			msg := fmt.Sprintf("unknown sink type %q", s.Type)
-			if sg := Suggest(s.Type, sinkTypes); sg != "" {
+			if sg := didyoumean.Suggest(s.Type, sinkTypes); sg != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", sg)
 			}
 			add(s.Line, field+".type", "%s; valid types: %s", msg, strings.Join(sinkTypes, ", "))
@@ -653,7 +649,7 @@ func (c *Config) Validate(sinkTypes []string) error {
 		}
 		if !sinkNames[name] {
 			msg := fmt.Sprintf("unknown sink %q", name)
-			if sg := Suggest(name, names); sg != "" {
+			if sg := didyoumean.Suggest(name, names); sg != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", sg)
 			} else if len(names) > 0 {
 				msg += fmt.Sprintf(" (configured sinks: %s)", strings.Join(names, ", "))
@@ -676,7 +672,7 @@ func (c *Config) Validate(sinkTypes []string) error {
 		field := fmt.Sprintf("routes[%d]", i)
 		if r.Name == "" {
 			add(r.Line, field, "a route needs a name")
-		} else if r.Name == DefaultRouteName {
+		} else if r.Name == defaultRouteName {
 			add(r.Line, field, "the route name %q is reserved for default_route (it names default_route in metrics, logs, dead letters and replays); pick another name", r.Name)
 		} else if prev, dup := routeNames[r.Name]; dup {
 			add(r.Line, field, "duplicate route name %q (first used on line %d)", r.Name, prev)
@@ -695,7 +691,7 @@ func (c *Config) Validate(sinkTypes []string) error {
 			add(r.Line, field+".destination", "%v", err)
 		}
 		if r.Filter != "" {
-			if _, err := CompileFilter(r.Filter); err != nil {
+			if _, err := compileFilter(r.Filter); err != nil {
 				add(r.Line, field+".filter", "%v", err)
 			}
 		}

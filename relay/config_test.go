@@ -103,14 +103,6 @@ func TestListenAddresses(t *testing.T) {
 	}
 }
 
-func TestSuggest(t *testing.T) {
-	for in, want := range map[string]string{"kafak": "kafka", "nast": "nats", "redsi": "redis", "zzzzzz": ""} {
-		if got := Suggest(in, testSinkTypes); got != want {
-			t.Errorf("Suggest(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("database: {url: 'postgres://h/db'}\ndefault_route: {drop: true}\n"))
 	f.Add([]byte("sinks:\n  - {name: a, type: nats}\nroutes:\n  - {name: r, match: 'a.*', sink: a, destination: '{{.EventType}}'}\n"))
@@ -123,7 +115,7 @@ func FuzzParseConfig(f *testing.F) {
 		if err := cfg.Validate(testSinkTypes); err != nil {
 			return
 		}
-		if _, err := NewRouter(cfg); err != nil {
+		if _, err := newRouter(cfg); err != nil {
 			t.Fatalf("valid config but NewRouter failed: %v", err)
 		}
 	})

@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -56,10 +57,17 @@ func TestNewConfig(t *testing.T) {
 		t.Errorf("NewConfig modified its argument: %+v", in)
 	}
 	// What New accepts.
-	if _, err := relay.NewRouter(cfg); err != nil {
-		t.Errorf("NewRouter: %v", err)
+	byName := map[string]relay.Sink{"handlers": nopSink{}, "audit": nopSink{}, "fallback": nopSink{}}
+	if _, err := relay.New(cfg, byName, nil); err != nil {
+		t.Errorf("New: %v", err)
 	}
 }
+
+// nopSink accepts every message.
+type nopSink struct{}
+
+func (nopSink) Publish(context.Context, []*relay.Message) []error { return nil }
+func (nopSink) Close() error                                      { return nil }
 
 func TestNewConfigDeclaredSinks(t *testing.T) {
 	cfg, err := relay.NewConfig(relay.Config{

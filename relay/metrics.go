@@ -9,9 +9,9 @@ import (
 	"github.com/outboxrelay/outbox/relay/sink"
 )
 
-// Metrics are the relay's Prometheus metrics. All names start with outbox_;
-// event ids are never labels. A nil *Metrics records nothing.
-type Metrics struct {
+// metrics are the relay's Prometheus metrics. All names start with outbox_;
+// event ids are never labels. A nil *metrics records nothing.
+type metrics struct {
 	read           prometheus.Counter
 	delivered      *prometheus.CounterVec
 	retriedC       *prometheus.CounterVec
@@ -32,7 +32,7 @@ type Metrics struct {
 	sinkUp         *prometheus.GaugeVec
 
 	mu     sync.RWMutex
-	routes map[*Route]*routeMetrics // children resolved once per route
+	routes map[*route]*routeMetrics // children resolved once per route
 }
 
 // routeMetrics are the metric children of one route and its sink.
@@ -42,7 +42,7 @@ type routeMetrics struct {
 	durOK, durErr      prometheus.Observer
 }
 
-func (m *Metrics) route(rt *Route) *routeMetrics {
+func (m *metrics) route(rt *route) *routeMetrics {
 	m.mu.RLock()
 	rm := m.routes[rt]
 	m.mu.RUnlock()
@@ -58,16 +58,16 @@ func (m *Metrics) route(rt *Route) *routeMetrics {
 	}
 	m.mu.Lock()
 	if m.routes == nil {
-		m.routes = map[*Route]*routeMetrics{}
+		m.routes = map[*route]*routeMetrics{}
 	}
 	m.routes[rt] = rm
 	m.mu.Unlock()
 	return rm
 }
 
-// NewMetrics creates the relay's metrics and registers them with reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
+// newMetrics creates the relay's metrics and registers them with reg.
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
 		read: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_events_read_total",
 			Help: "Events read from the replication slot or a slot's snapshot."}),
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outbox_events_delivered_total",
@@ -114,7 +114,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observeDelivery(dl *delivery, dur time.Duration, now time.Time, err error) {
+func (m *metrics) observeDelivery(dl *delivery, dur time.Duration, now time.Time, err error) {
 	if m == nil {
 		return
 	}
@@ -130,13 +130,13 @@ func (m *Metrics) observeDelivery(dl *delivery, dur time.Duration, now time.Time
 	}
 }
 
-func (m *Metrics) retried(dl *delivery) {
+func (m *metrics) retried(dl *delivery) {
 	if m != nil {
 		m.route(dl.route).retried.Inc()
 	}
 }
 
-func (m *Metrics) deadLettered(dl *delivery) {
+func (m *metrics) deadLettered(dl *delivery) {
 	if m == nil {
 		return
 	}
@@ -147,38 +147,38 @@ func (m *Metrics) deadLettered(dl *delivery) {
 	m.deadLetteredC.WithLabelValues(dl.route.Name, dl.route.Sink, reason).Inc()
 }
 
-func (m *Metrics) eventRead() {
+func (m *metrics) eventRead() {
 	if m != nil {
 		m.read.Inc()
 	}
 }
 
-func (m *Metrics) eventDropped() {
+func (m *metrics) eventDropped() {
 	if m != nil {
 		m.dropped.Inc()
 	}
 }
 
 // filterRoute makes rt's filter error series exist (at 0) before its first error.
-func (m *Metrics) filterRoute(rt *Route) {
+func (m *metrics) filterRoute(rt *route) {
 	if m != nil {
 		m.filterErrors.WithLabelValues(rt.Name)
 	}
 }
 
-func (m *Metrics) filterError(rt *Route) {
+func (m *metrics) filterError(rt *route) {
 	if m != nil {
 		m.filterErrors.WithLabelValues(rt.Name).Inc()
 	}
 }
 
-func (m *Metrics) setInflight(n int) {
+func (m *metrics) setInflight(n int) {
 	if m != nil {
 		m.inflight.Set(float64(n))
 	}
 }
 
-func (m *Metrics) setActive(active bool) {
+func (m *metrics) setActive(active bool) {
 	if m != nil {
 		v := 0.0
 		if active {
@@ -188,7 +188,7 @@ func (m *Metrics) setActive(active bool) {
 	}
 }
 
-func (m *Metrics) setPosition(confirmed, server uint64) {
+func (m *metrics) setPosition(confirmed, server uint64) {
 	if m == nil {
 		return
 	}
@@ -200,20 +200,20 @@ func (m *Metrics) setPosition(confirmed, server uint64) {
 	}
 }
 
-func (m *Metrics) slotCreated() {
+func (m *metrics) slotCreated() {
 	if m != nil {
 		m.slotsRecreated.Inc()
 	}
 }
 
-func (m *Metrics) setBacklog(n int64, age time.Duration) {
+func (m *metrics) setBacklog(n int64, age time.Duration) {
 	if m != nil {
 		m.backlog.Set(float64(n))
 		m.backlogAge.Set(age.Seconds())
 	}
 }
 
-func (m *Metrics) setSlotLag(bytes int64, level int) {
+func (m *metrics) setSlotLag(bytes int64, level int) {
 	if m != nil {
 		m.slotLag.Set(float64(bytes))
 		m.lagLevel.Set(float64(level))
@@ -223,7 +223,7 @@ func (m *Metrics) setSlotLag(bytes int64, level int) {
 // sessionEnded clears the gauges only an active session keeps current, so a
 // relay that stepped down (or lost its database) does not report a stale
 // backlog or lag.
-func (m *Metrics) sessionEnded() {
+func (m *metrics) sessionEnded() {
 	if m == nil {
 		return
 	}
@@ -236,7 +236,7 @@ func (m *Metrics) sessionEnded() {
 	m.backlogAge.Set(0)
 }
 
-func (m *Metrics) setSinkUp(sink string, up bool) {
+func (m *metrics) setSinkUp(sink string, up bool) {
 	if m == nil {
 		return
 	}

@@ -6,61 +6,59 @@ import (
 	"github.com/jackc/pglogrepl"
 )
 
-// Position decides how far the replication slot may be confirmed. It is the one
-// place that does: the slot's confirmed position only moves past a transaction
-// once every event of that transaction, and of every transaction before it, has
-// been delivered or dead-lettered on every route (or dropped as unrouted) and
-// its row marked. A
-// confirmed position is never re-sent by PostgreSQL, so confirming anything
-// earlier would lose events after a crash.
+// position decides how far the replication slot may be confirmed. It is the
+// one place that does: the slot's confirmed position only moves past a
+// transaction once every event of that transaction, and of every transaction
+// before it, has been delivered or dead-lettered on every route (or dropped
+// as unrouted) and its row marked. A confirmed position is never re-sent by
+// PostgreSQL, so confirming anything earlier would lose events after a crash.
 //
-// Transactions enter in commit order (Begin), gain events (Add), learn their
-// end LSN (Commit), and finish events (Done) in any order. When no transaction
-// is open or pending, the server's own WAL position may be confirmed, so an idle
-// outbox does not pin WAL while other tables are busy.
-type Position struct {
+// Transactions enter in commit order (begin), gain events (add), learn their
+// end LSN (commit), and finish events (done) in any order. When no
+// transaction is open or pending, the server's own WAL position may be
+// confirmed, so an idle outbox does not pin WAL while other tables are busy.
+type position struct {
 	mu        sync.Mutex
-	queue     []*Txn // open or pending transactions, in commit order
+	queue     []*txn // open or pending transactions, in commit order
 	confirmed pglogrepl.LSN
-	done      int // completed transactions popped, for tests and metrics
 }
 
-// Txn is one transaction's share of the position.
-type Txn struct {
-	pos       *Position
+// txn is one transaction's share of the position.
+type txn struct {
+	pos       *position
 	end       pglogrepl.LSN
 	pending   int
 	committed bool
 	onDone    func()
 }
 
-// NewPosition starts at the slot's confirmed position.
-func NewPosition(start pglogrepl.LSN) *Position {
-	return &Position{confirmed: start}
+// newPosition starts at the slot's confirmed position.
+func newPosition(start pglogrepl.LSN) *position {
+	return &position{confirmed: start}
 }
 
-// Begin registers a transaction as the newest one.
-func (p *Position) Begin() *Txn {
-	t := &Txn{pos: p}
+// begin registers a transaction as the newest one.
+func (p *position) begin() *txn {
+	t := &txn{pos: p}
 	p.mu.Lock()
 	p.queue = append(p.queue, t)
 	p.mu.Unlock()
 	return t
 }
 
-// Add counts one more event of t that must finish before t may be confirmed.
-func (t *Txn) Add(n int) {
+// add counts n more events of t that must finish before t may be confirmed.
+func (t *txn) add(n int) {
 	t.pos.mu.Lock()
 	t.pending += n
 	t.pos.mu.Unlock()
 }
 
-// OnDone sets a function called once t is complete and confirmable.
-func (t *Txn) OnDone(f func()) { t.onDone = f }
+// whenDone sets a function called once t is complete and confirmable.
+func (t *txn) whenDone(f func()) { t.onDone = f }
 
-// Commit records t's end LSN: once its events are done, the slot may be
+// commit records t's end LSN: once its events are done, the slot may be
 // confirmed up to end.
-func (t *Txn) Commit(end pglogrepl.LSN) {
+func (t *txn) commit(end pglogrepl.LSN) {
 	t.pos.mu.Lock()
 	t.end, t.committed = end, true
 	f := t.pos.advance()
@@ -68,13 +66,13 @@ func (t *Txn) Commit(end pglogrepl.LSN) {
 	runAll(f)
 }
 
-// Done finishes one event of t.
-func (t *Txn) Done() {
+// done finishes one event of t.
+func (t *txn) done() {
 	t.pos.mu.Lock()
 	t.pending--
 	if t.pending < 0 {
 		t.pos.mu.Unlock()
-		panic("relay: Position: more events done than added")
+		panic("relay: position: more events done than added")
 	}
 	f := t.pos.advance()
 	t.pos.mu.Unlock()
@@ -88,7 +86,7 @@ func runAll(fs []func()) {
 }
 
 // advance pops completed transactions from the front. Callers hold mu.
-func (p *Position) advance() []func() {
+func (p *position) advance() []func() {
 	var done []func()
 	n := 0
 	for _, t := range p.queue {
@@ -106,27 +104,19 @@ func (p *Position) advance() []func() {
 	if n > 0 {
 		clear(p.queue[:n])
 		p.queue = p.queue[n:]
-		p.done += n
 	}
 	return done
 }
 
-// Confirmable returns the position that may be reported as flushed. serverPos
-// is the latest WAL position the server said it has sent (keepalive); it is
-// used only when no transaction is open or pending, because then everything up
-// to it has been received and fully handled.
-func (p *Position) Confirmable(serverPos pglogrepl.LSN) pglogrepl.LSN {
+// confirmable returns the position that may be reported as flushed.
+// serverPos is the latest WAL position the server said it has sent; it is
+// used only when no transaction is open or pending, because then everything
+// up to it has been received and fully handled.
+func (p *position) confirmable(serverPos pglogrepl.LSN) pglogrepl.LSN {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.queue) == 0 && serverPos > p.confirmed {
 		p.confirmed = serverPos
 	}
 	return p.confirmed
-}
-
-// Pending is the number of open or pending transactions.
-func (p *Position) Pending() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.queue)
 }

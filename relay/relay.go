@@ -1,12 +1,3 @@
-// Package relay is the outbox relay: it tails the outbox events table through
-// PostgreSQL logical replication (pgoutput), routes each event by rules, and
-// delivers it at least once, in order per key, to the configured sinks,
-// marking each row once every route has handled it.
-//
-// The pieces, each in its own file: the replication stream (replication.go),
-// the router (router.go), the delivery pipeline with retries and dead letters
-// (delivery.go, store.go), and the slot position (position.go), which alone
-// decides how far the slot may be confirmed.
 package relay
 
 import (
@@ -14,14 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -52,10 +41,10 @@ type Options struct {
 // outbox; exactly one is active at a time.
 type Relay struct {
 	cfg     *Config
-	router  *Router
+	router  *router
 	sinks   map[string]Sink
 	logger  *slog.Logger
-	metrics *Metrics
+	metrics *metrics
 	drain   time.Duration
 	version string
 	tracing *tracing
@@ -92,11 +81,11 @@ func New(cfg *Config, sinks map[string]Sink, opts *Options) (*Relay, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	router, err := NewRouter(cfg)
+	router, err := newRouter(cfg)
 	if err != nil {
 		return nil, err
 	}
-	for _, rt := range router.Routes() {
+	for _, rt := range router.routes {
 		if sinks[rt.Sink] == nil {
 			return nil, fmt.Errorf("relay: route %q: no sink named %q was given", rt.Name, rt.Sink)
 		}
@@ -108,7 +97,7 @@ func New(cfg *Config, sinks map[string]Sink, opts *Options) (*Relay, error) {
 	if r.drain == 0 {
 		r.drain = 30 * time.Second
 	}
-	r.metrics = NewMetrics(opts.Registerer)
+	r.metrics = newMetrics(opts.Registerer)
 	router.observe(r.metrics, r.logger)
 	r.tracing = newTracing(opts.TracerProvider, opts.Propagator, cfg)
 	return r, nil
@@ -191,25 +180,4 @@ func (r *Relay) Health(ctx context.Context) Health {
 	}
 	r.mu.Unlock()
 	return h
-}
-
-// lockID is the advisory lock that makes one relay per outbox and slot active.
-func lockID(schema, slot string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte("outbox.relay." + schema + "." + slot))
-	return int64(h.Sum64() >> 1)
-}
-
-// isFatalPgError reports PostgreSQL errors that no retry fixes: bad
-// credentials, a missing database, missing privileges.
-func isFatalPgError(err error) bool {
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
-		return false
-	}
-	switch pe.Code {
-	case "28000", "28P01", "3D000", "42501":
-		return true
-	}
-	return false
 }

@@ -10,16 +10,27 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/internal/pgoutput"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
 // Replays of dead letters. An operator asks for one with `outbox dlq replay`,
-// which sets replay_status = 'requested'. The active relay claims requested
-// rows (replay_status = 'delivering'), sends each event, with its own id, to
+// which sets the dead letter's replay_status to requested. The active relay
+// claims requested rows (delivering), sends each event, with its own id, to
 // the route named in the row only, through the same per-key queues, retries
-// and dead-letter path as live events, and records the outcome: 'replayed'
-// (replayed_at, replay_count + 1), or 'failed' when the replay was
+// and dead-letter path as live events, and records the outcome: replayed
+// (replayed_at, replay_count + 1), or failed when the replay was
 // dead-lettered again (its attempts and errors are added to the row).
+
+// The replay statuses (sdk/outboxschema) as SQL literals. Literals, not
+// parameters: a generic plan could not use the partial index on requested
+// and delivering rows.
+const (
+	sqlRequested  = "'" + outboxschema.ReplayRequested + "'"
+	sqlDelivering = "'" + outboxschema.ReplayDelivering + "'"
+	sqlReplayed   = "'" + outboxschema.ReplayReplayed + "'"
+	sqlFailed     = "'" + outboxschema.ReplayFailed + "'"
+)
 
 // replayState marks an item as a replay of one dead letter.
 type replayState struct {
@@ -29,29 +40,31 @@ type replayState struct {
 type replayer struct {
 	pool      *pgxpool.Pool
 	table     string
-	router    *Router
+	router    *router
 	source    string
 	logger    *slog.Logger
 	poll      time.Duration
-	finished  chan *item
-	submit    func(context.Context, *item) error
 	batchSize int
+
+	// Set by the pipeline.
+	claimed  chan<- []*item // to the dispatcher
+	finished <-chan *item   // replays handled, back from the dispatcher
 }
 
-func newReplayer(pool *pgxpool.Pool, schema string, router *Router, source string, logger *slog.Logger, submit func(context.Context, *item) error) *replayer {
+func newReplayer(pool *pgxpool.Pool, schema string, router *router, source string, logger *slog.Logger) *replayer {
 	return &replayer{
-		pool: pool, table: pgident.Quote(schema) + ".dead_letters", router: router, source: source,
-		logger: logger, poll: 500 * time.Millisecond, finished: make(chan *item, 100), submit: submit, batchSize: 100,
+		pool: pool, table: outboxschema.Quote(schema) + ".dead_letters", router: router, source: source,
+		logger: logger, poll: 500 * time.Millisecond, batchSize: 100,
 	}
 }
 
 // run claims requested replays and records their outcomes until ctx is done.
-// Only the active relay runs it, so rows left 'delivering' by a relay that
+// Only the active relay runs it, so rows left delivering by a relay that
 // died are requested again first.
 func (p *replayer) run(ctx context.Context) error {
 	bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
 	err := backoff.Retry(func() error {
-		_, err := p.pool.Exec(ctx, `UPDATE `+p.table+` SET replay_status = 'requested' WHERE replay_status = 'delivering'`)
+		_, err := p.pool.Exec(ctx, `UPDATE `+p.table+` SET replay_status = `+sqlRequested+` WHERE replay_status = `+sqlDelivering)
 		if err != nil && ctx.Err() == nil {
 			p.logger.Warn("requeueing the replays a previous relay left in delivery failed; retrying", "error", err)
 		}
@@ -85,82 +98,95 @@ func (p *replayer) run(ctx context.Context) error {
 	}
 }
 
+// claimedLetter is a dead letter claimed for a replay.
+type claimedLetter struct {
+	id    int64
+	route string
+	row   pgoutput.Row
+}
+
 // claim marks up to batchSize requested dead letters as delivering and
 // submits them, lowest id first: a key's dead letters were written in the
 // order its events failed, so that is the order they are replayed in (the
 // dispatcher keeps per-key order from there). UPDATE ... RETURNING returns
 // rows in no particular order, hence the ORDER BY on the outer SELECT.
 func (p *replayer) claim(ctx context.Context) (int, error) {
-	rows, err := p.pool.Query(ctx, `WITH claimed AS (
-		  UPDATE `+p.table+` SET replay_status = 'delivering'
-		  WHERE id IN (SELECT id FROM `+p.table+` WHERE replay_status = 'requested' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-		  RETURNING id, route, event_id, aggregate_type, aggregate_id, event_type, schema_version, payload, content_type,
-		    headers, tenant_id, occurred_at, created_at)
-		SELECT * FROM claimed ORDER BY id`, pgx.QueryResultFormats{pgx.BinaryFormatCode}, p.batchSize)
+	cs, err := p.claimRows(ctx)
 	if err != nil {
 		return 0, err
 	}
-	type claimed struct {
-		id    int64
-		ev    *Event
-		route string
-	}
-	var cs []claimed
-	for rows.Next() {
-		c := claimed{ev: &Event{}}
-		// The event's columns decode as a row of the events table does,
-		// so a replay carries the values the stream would.
-		row := rawRowFromResult(rows, 2)
-		err := rows.Scan(&c.id, &c.route, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil)
-		if err == nil {
-			err = row.decode(c.ev)
-		}
-		if err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("replay: read claimed dead letter: %w", err)
-		}
-		cs = append(cs, c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
 	n := 0
-	for _, c := range cs {
-		var rt *Route
-		for _, r := range p.router.Routes() {
-			if r.Name == c.route {
-				rt = r
-			}
-		}
-		msg := ""
-		switch {
-		case rt == nil:
-			msg = fmt.Sprintf("route %q is not in the relay's config any more: add it back, or purge the dead letter", c.route)
-		case c.ev.DecodeErr != nil:
-			msg = fmt.Sprintf("the dead letter's copy of the event cannot be decoded: %v", c.ev.DecodeErr)
-		}
-		if msg != "" {
-			p.logger.Warn("dead-letter replay failed", "dead_letter_id", c.id, "event_id", c.ev.ID.String(), "error", msg)
-			p.markFailed(ctx, c.id, msg)
+	for i := range cs {
+		it := p.replayItem(ctx, &cs[i])
+		if it == nil {
 			continue
 		}
-		it := newItem(c.ev, nil, 1)
-		it.replay = &replayState{deadLetterID: c.id}
-		dl := &delivery{route: rt, item: it, msg: Message{Event: c.ev, Route: rt.Name, Source: p.source, Headers: c.ev.Headers, Attempt: 1}}
-		if dest, err := rt.Destination.Render(c.ev); err != nil {
-			dl.msg.Destination, dl.err = rt.Destination.String(), err
-		} else {
-			dl.msg.Destination = dest
-		}
-		it.ds = append(it.ds, dl)
-		p.logger.Info("replaying dead letter", "dead_letter_id", c.id, "event_id", c.ev.ID.String(), "route", rt.Name, "destination", dl.msg.Destination)
-		if err := p.submit(ctx, it); err != nil {
-			return n, err
+		select {
+		case p.claimed <- []*item{it}:
+		case <-ctx.Done():
+			return n, ctx.Err()
 		}
 		n++
 	}
 	return n, nil
+}
+
+// claimRows claims the rows; see claim.
+func (p *replayer) claimRows(ctx context.Context) ([]claimedLetter, error) {
+	rows, err := p.pool.Query(ctx, `WITH claimed AS (
+		  UPDATE `+p.table+` SET replay_status = `+sqlDelivering+`
+		  WHERE id IN (SELECT id FROM `+p.table+` WHERE replay_status = `+sqlRequested+` ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+		  RETURNING id, route, `+outboxschema.DeadLetterEventColumns+`)
+		SELECT * FROM claimed ORDER BY id`, pgx.QueryResultFormats{pgx.BinaryFormatCode}, p.batchSize)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	eventCols := make([]any, len(outboxschema.ColumnNames(outboxschema.DeadLetterEventColumns))) // nil: read by ScanResult
+	var cs []claimedLetter
+	for rows.Next() {
+		var c claimedLetter
+		// The event's columns decode as a row of the events table does,
+		// so a replay carries the values the stream would.
+		err := rows.Scan(append([]any{&c.id, &c.route}, eventCols...)...)
+		if err == nil {
+			err = pgoutput.ScanResult(rows, 2, &c.row)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("replay: read claimed dead letter: %w", err)
+		}
+		cs = append(cs, c)
+	}
+	return cs, rows.Err()
+}
+
+// replayItem makes the item that replays c on its route, or records the
+// replay as failed and returns nil when it cannot be replayed.
+func (p *replayer) replayItem(ctx context.Context, c *claimedLetter) *item {
+	var rt *route
+	for _, r := range p.router.routes {
+		if r.Name == c.route {
+			rt = r
+		}
+	}
+	msg := ""
+	switch {
+	case rt == nil:
+		msg = fmt.Sprintf("route %q is not in the relay's config any more: add it back, or purge the dead letter", c.route)
+	case c.row.Err != nil:
+		msg = fmt.Sprintf("the dead letter's copy of the event cannot be decoded: %v", c.row.Err)
+	}
+	if msg != "" {
+		p.logger.Warn("dead-letter replay failed", "dead_letter_id", c.id, "event_id", c.row.ID.String(), "error", msg)
+		p.markFailed(ctx, c.id, msg)
+		return nil
+	}
+	it := newItem(&c.row, nil)
+	it.replay = &replayState{deadLetterID: c.id}
+	it.ds = make([]*delivery, 0, 1)
+	dl := it.addDelivery(rt, p.source)
+	p.logger.Info("replaying dead letter", "dead_letter_id", c.id, "event_id", it.ev.ID.String(), "route", rt.Name, "destination", dl.msg.Destination)
+	return it
 }
 
 // record stores the outcome of a finished replay. A replay that was
@@ -173,7 +199,7 @@ func (p *replayer) record(ctx context.Context, it *item) {
 	}
 	bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(5*time.Second)), ctx)
 	err := backoff.Retry(func() error {
-		_, err := p.pool.Exec(ctx, `UPDATE `+p.table+` SET replay_status = 'replayed', replayed_at = now(), replay_count = replay_count + 1 WHERE id = $1`, it.replay.deadLetterID)
+		_, err := p.pool.Exec(ctx, `UPDATE `+p.table+` SET replay_status = `+sqlReplayed+`, replayed_at = now(), replay_count = replay_count + 1 WHERE id = $1`, it.replay.deadLetterID)
 		return err
 	}, bo)
 	if err == nil {
@@ -182,7 +208,7 @@ func (p *replayer) record(ctx context.Context, it *item) {
 }
 
 func (p *replayer) markFailed(ctx context.Context, id int64, msg string) {
-	_, err := p.pool.Exec(ctx, `UPDATE `+p.table+` SET replay_status = 'failed', last_error = $2, last_failed_at = now(),
+	_, err := p.pool.Exec(ctx, `UPDATE `+p.table+` SET replay_status = `+sqlFailed+`, last_error = $2, last_failed_at = now(),
 		errors = errors || jsonb_build_array($3::text) WHERE id = $1`, id, msg, time.Now().UTC().Format(time.RFC3339Nano)+" "+msg)
 	if err != nil && ctx.Err() == nil {
 		p.logger.Error("recording a failed replay failed", "dead_letter_id", id, "error", err)

@@ -14,7 +14,7 @@ import (
 	"github.com/outboxrelay/outbox/relay/sink"
 )
 
-func routerFor(t testing.TB, src string) *Router {
+func routerFor(t testing.TB, src string) *router {
 	t.Helper()
 	cfg, err := ParseConfig([]byte(src), "t.yaml")
 	if err != nil {
@@ -23,14 +23,14 @@ func routerFor(t testing.TB, src string) *Router {
 	if err := cfg.Validate(testSinkTypes); err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewRouter(cfg)
+	r, err := newRouter(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r
 }
 
-func names(rs []*Route) string {
+func names(rs []*route) string {
 	var n []string
 	for _, r := range rs {
 		n = append(n, r.Name)
@@ -65,7 +65,7 @@ default_route: {sink: s, destination: "events.{{.AggregateType}}"}
 		{Event{EventType: "user.made", AggregateType: "person"}, "default"},
 	}
 	for _, tc := range cases {
-		if got := names(r.Match(nil, &tc.ev)); got != tc.want {
+		if got := names(r.match(nil, &tc.ev)); got != tc.want {
 			t.Errorf("%s/%s: routes %q, want %q", tc.ev.EventType, tc.ev.Payload, got, tc.want)
 		}
 	}
@@ -73,7 +73,7 @@ default_route: {sink: s, destination: "events.{{.AggregateType}}"}
 
 func TestRouterDrop(t *testing.T) {
 	r := routerFor(t, "database: {url: 'postgres://h/db'}\nsinks: [{name: s, type: stdout}]\nroutes: [{name: a, match: a, sink: s, destination: d}]\ndefault_route: {drop: true}\n")
-	if got := r.Match(nil, &Event{EventType: "b"}); len(got) != 0 {
+	if got := r.match(nil, &Event{EventType: "b"}); len(got) != 0 {
 		t.Errorf("unmatched event routed to %s", names(got))
 	}
 }
@@ -130,10 +130,10 @@ routes:
 default_route: {sink: s, destination: "events.{{.AggregateType}}"}
 `)
 	ev := &Event{EventType: "order.paid", AggregateType: "order", AggregateID: "1"}
-	var dst []*Route
+	var dst []*route
 	b.ReportAllocs()
 	for b.Loop() {
-		dst = r.Match(dst[:0], ev)
+		dst = r.match(dst[:0], ev)
 		if _, err := dst[0].Destination.Render(ev); err != nil {
 			b.Fatal(err)
 		}
@@ -185,22 +185,22 @@ default_route: {sink: s, destination: "events"}
 `)
 	reg := prometheus.NewRegistry()
 	logs := &logRecords{}
-	r.observe(NewMetrics(reg), slog.New(logs))
+	r.observe(newMetrics(reg), slog.New(logs))
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	r.now = func() time.Time { return now }
 
 	failing := &Event{EventType: "payment.made", Payload: []byte(`{"amount": 5}`)}
 	for range 3 {
-		if got := names(r.Match(nil, failing)); got != "default" {
+		if got := names(r.match(nil, failing)); got != "default" {
 			t.Fatalf("an event whose filter fails went to %q, want the default route", got)
 		}
 	}
 	now = now.Add(30 * time.Second)
-	r.Match(nil, failing)
-	r.Match(nil, &Event{EventType: "user.made", Payload: []byte(`not json`)}) // another route logs on its own
-	r.Match(nil, &Event{EventType: "payment.made", Payload: []byte(`{"total": 500}`)})
+	r.match(nil, failing)
+	r.match(nil, &Event{EventType: "user.made", Payload: []byte(`not json`)}) // another route logs on its own
+	r.match(nil, &Event{EventType: "payment.made", Payload: []byte(`{"total": 500}`)})
 	now = now.Add(31 * time.Second)
-	r.Match(nil, &Event{EventType: "payment.made", Payload: []byte(`{"total": "lots"}`)})
+	r.match(nil, &Event{EventType: "payment.made", Payload: []byte(`{"total": "lots"}`)})
 
 	var lines []string
 	for _, rec := range logs.recs {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
 // sample reads slot lag and the backlog every database.sample_interval for the
@@ -75,7 +75,7 @@ func (s *session) sampleOnce(ctx context.Context, level *int) {
 	}
 	var n int64
 	var age float64
-	table := pgident.Quote(db.Schema) + ".events"
+	table := outboxschema.Quote(db.Schema) + ".events"
 	err = tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM `+table+` WHERE delivered_at IS NULL),
 		coalesce((SELECT extract(epoch FROM now() - created_at) FROM `+table+` WHERE delivered_at IS NULL AND isfinite(created_at) ORDER BY created_at LIMIT 1), 0)`).Scan(&n, &age)
 	if err == nil {

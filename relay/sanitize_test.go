@@ -27,7 +27,7 @@ func unstorableDelivery() *delivery {
 	long := strings.Repeat("é", 50_000)
 	return &delivery{
 		msg:   Message{Event: ev, Route: "r", Destination: "dest\x00\xff", Attempt: 3},
-		route: &Route{Name: "r", Sink: "s"},
+		route: &route{Name: "r", Sink: "s"},
 		first: time.Date(2026, 3, 1, 12, 0, 2, 0, time.UTC),
 		errs:  []string{"2026-03-01T12:00:02Z first \x00", "2026-03-01T12:00:03Z second \xff€ " + long},
 		err:   errors.New("handler: bad byte \x00 in \xff\xfe € " + long),

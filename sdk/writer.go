@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
@@ -90,16 +91,17 @@ func New(cfg *Config) (*Writer, error) {
 		return nil, err
 	}
 	table := outboxschema.Quote(c.Schema) + ".events"
-	const cols = "id, aggregate_type, aggregate_id, event_type, schema_version, payload, content_type, headers, tenant_id, occurred_at"
+	// The arguments of both statements follow cols, as prepare makes them.
+	const cols = outboxschema.WrittenEventColumns
 	return &Writer{
 		cfg:       c,
 		insertOne: "INSERT INTO " + table + " (" + cols + ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
 		// One statement for the whole batch: the arrays are expanded in
 		// order, so rows are inserted (and replicated) in slice order.
 		insertMany: "INSERT INTO " + table + " (" + cols + ")" +
-			" SELECT id, aggregate_type, aggregate_id, event_type, schema_version, payload, content_type, headers::jsonb, tenant_id, occurred_at" +
+			" SELECT " + strings.Replace(cols, "headers", "headers::jsonb", 1) +
 			" FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])" +
-			" AS e(id, aggregate_type, aggregate_id, event_type, schema_version, payload, content_type, headers, tenant_id, occurred_at)",
+			" AS e(" + cols + ")",
 	}, nil
 }
 

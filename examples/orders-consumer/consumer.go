@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxrelay/outbox/examples/orders/events"
-	"github.com/outboxrelay/outbox/internal/pgident"
 	"github.com/outboxrelay/outbox/sdk/inbox"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 	"github.com/outboxrelay/outbox/sdk/versions"
 )
 
@@ -34,13 +34,13 @@ func newConsumer(ctx context.Context, pool *pgxpool.Pool, schema, name string) (
 		return nil, err
 	}
 	var ok bool
-	if err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", pgident.Quote(schema)+"."+inbox.Table).Scan(&ok); err != nil {
+	if err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", outboxschema.Quote(schema)+"."+inbox.Table).Scan(&ok); err != nil {
 		return nil, err
 	}
 	if !ok {
 		return nil, fmt.Errorf("no inbox table in schema %s: install it with `outbox migrate inbox up --schema %s` (or inbox.Migrate)", schema, schema)
 	}
-	c := &consumer{pool: pool, inbox: ib, registry: events.Registry(), name: name, totals: pgident.Quote(schema) + ".customer_totals"}
+	c := &consumer{pool: pool, inbox: ib, registry: events.Registry(), name: name, totals: outboxschema.Quote(schema) + ".customer_totals"}
 	_, err = pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+c.totals+` (
   customer        text   PRIMARY KEY,
   orders          int    NOT NULL DEFAULT 0,

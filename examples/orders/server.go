@@ -14,9 +14,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxrelay/outbox/examples/orders/events"
-	"github.com/outboxrelay/outbox/internal/pgident"
 	"github.com/outboxrelay/outbox/sdk"
 	"github.com/outboxrelay/outbox/sdk/history"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 	"github.com/outboxrelay/outbox/sdk/versions"
 )
 
@@ -35,7 +35,7 @@ type server struct {
 // newServer returns the API over pool; the outbox tables are in outboxSchema,
 // the orders table in appSchema.
 func newServer(pool *pgxpool.Pool, outboxSchema, appSchema string, logger *slog.Logger) (*server, error) {
-	if err := pgident.Validate("app schema", appSchema); err != nil {
+	if err := outboxschema.ValidateName("app schema", appSchema); err != nil {
 		return nil, err
 	}
 	w, err := sdk.New(&sdk.Config{Schema: outboxSchema})
@@ -47,12 +47,12 @@ func newServer(pool *pgxpool.Pool, outboxSchema, appSchema string, logger *slog.
 		return nil, err
 	}
 	return &server{pool: pool, outbox: w, history: l, registry: events.Registry(),
-		orders: pgident.Quote(appSchema) + ".orders", logger: logger}, nil
+		orders: outboxschema.Quote(appSchema) + ".orders", logger: logger}, nil
 }
 
 // migrate creates the orders table if it does not exist.
 func (s *server) migrate(ctx context.Context, appSchema string) error {
-	_, err := s.pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgident.Quote(appSchema)+`;
+	_, err := s.pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+outboxschema.Quote(appSchema)+`;
 CREATE TABLE IF NOT EXISTS `+s.orders+` (
   id          text        PRIMARY KEY,
   customer    text        NOT NULL,

@@ -17,7 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
 // DB is what Prune needs: a *pgxpool.Pool or a *pgx.Conn.
@@ -67,7 +67,7 @@ func Prune(ctx context.Context, db DB, opts Options) (*Result, error) {
 	if opts.Schema == "" {
 		opts.Schema = "outbox"
 	}
-	if err := pgident.Validate("schema", opts.Schema); err != nil {
+	if err := outboxschema.ValidateName("schema", opts.Schema); err != nil {
 		return nil, fmt.Errorf("retention: %w", err)
 	}
 	if opts.Before.IsZero() {
@@ -79,7 +79,7 @@ func Prune(ctx context.Context, db DB, opts Options) (*Result, error) {
 	if opts.BatchSize < 0 {
 		return nil, errors.New("retention: BatchSize must be positive")
 	}
-	table := pgident.Quote(opts.Schema) + ".events"
+	table := outboxschema.Quote(opts.Schema) + ".events"
 	res := &Result{Before: opts.Before, DryRun: opts.DryRun}
 	if opts.DryRun {
 		err := db.QueryRow(ctx, `SELECT count(*) FROM `+table+` WHERE created_at < $1 AND delivered_at IS NOT NULL`, opts.Before).Scan(&res.Deleted)

@@ -19,9 +19,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
 	"github.com/outboxrelay/outbox/migrations"
 	"github.com/outboxrelay/outbox/sdk"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
 // Options configure a benchmark run. Zero values are filled by Defaults.
@@ -569,8 +569,8 @@ func (r *runner) cleanup() {
 		r.dropSlot(ctx, s)
 	}
 	for _, q := range []string{
-		"DROP PUBLICATION IF EXISTS " + pgident.Quote(r.pub),
-		"DROP SCHEMA IF EXISTS " + pgident.Quote(r.schema) + " CASCADE",
+		"DROP PUBLICATION IF EXISTS " + outboxschema.Quote(r.pub),
+		"DROP SCHEMA IF EXISTS " + outboxschema.Quote(r.schema) + " CASCADE",
 	} {
 		if _, err := r.pool.Exec(ctx, q); err != nil {
 			r.o.logf("cleanup: %s: %v", q, err)
@@ -676,7 +676,7 @@ func (r *runner) drains(ctx context.Context) error {
 				return ctx.Err()
 			}
 			r.dropSlot(ctx, template)
-			if _, err := r.pool.Exec(ctx, "TRUNCATE "+pgident.Quote(r.schema)+".events"); err != nil {
+			if _, err := r.pool.Exec(ctx, "TRUNCATE "+outboxschema.Quote(r.schema)+".events"); err != nil {
 				return fmt.Errorf("truncate the previous backlog: %w", err)
 			}
 			wal, err := r.backlog(ctx, template)

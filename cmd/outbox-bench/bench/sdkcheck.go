@@ -10,8 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
 	"github.com/outboxrelay/outbox/sdk"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
 // SDKResult is what one Write costs a business transaction.
@@ -70,7 +70,7 @@ func (c *counters) snapshot() (int, int) { return int(c.statements.Load()), int(
 // WriteBatch(100) inside a business transaction, and times a business
 // transaction with and without one Write.
 func measureSDK(ctx context.Context, dbURL, schema string, w *sdk.Writer, l *load, iterations int) (*SDKResult, error) {
-	table := pgident.Quote(schema) + ".bench_orders"
+	table := outboxschema.Quote(schema) + ".bench_orders"
 	business := "INSERT INTO " + table + " (customer, total, body) VALUES ($1, $2, $3)"
 	res := &SDKResult{Iterations: iterations, BusinessStatement: business, WriteStatementsExpected: 1}
 

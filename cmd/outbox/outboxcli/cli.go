@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/outboxrelay/outbox/internal/didyoumean"
 	"github.com/outboxrelay/outbox/relay"
 )
 
@@ -203,7 +204,7 @@ func requireSubcommand(c *cobra.Command) {
 					}
 				}
 				msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
-				if s := relay.Suggest(args[0], names); s != "" {
+				if s := didyoumean.Suggest(args[0], names); s != "" {
 					msg += fmt.Sprintf(" (did you mean %q?)", s)
 				}
 				return usageErr(fmt.Sprintf("run `%s --help`; commands: %s", c.CommandPath(), strings.Join(names, ", ")), "%s", msg)

@@ -15,8 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
 	"github.com/outboxrelay/outbox/sdk/history"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
@@ -140,7 +140,7 @@ func parseAggregate(s string) (aggType, aggID string, err error) {
 // times.
 func loadEvents(ctx context.Context, tx pgx.Tx, schema, aggType, aggID string, afterID uuid.UUID, hasAfter bool, limit int) (eventsPage, error) {
 	page := eventsPage{AggregateType: aggType, AggregateID: aggID, Events: []eventView{}}
-	table := pgident.Quote(schema) + ".events"
+	table := outboxschema.Quote(schema) + ".events"
 	var cursor history.Cursor
 	if hasAfter {
 		err := tx.QueryRow(ctx, "SELECT seq FROM "+table+" WHERE id = $1 AND aggregate_type = $2 AND aggregate_id = $3",

@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
 	"github.com/outboxrelay/outbox/sdk/inbox"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
 // migrateInboxCmd is `outbox migrate inbox`: the consumer side's table. It
@@ -30,7 +30,7 @@ func (a *app) migrateInboxCmd() *cobra.Command {
 	}
 	config := func(c *cobra.Command) (*inbox.Config, error) {
 		schema := c.Flag("schema").Value.String()
-		if err := pgident.Validate("--schema", schema); err != nil {
+		if err := outboxschema.ValidateName("--schema", schema); err != nil {
 			return nil, usageErr("", "%v", err)
 		}
 		return &inbox.Config{Schema: schema}, nil
@@ -55,7 +55,7 @@ func (a *app) migrateInboxCmd() *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			table := pgident.Quote(cfg.Schema) + "." + inbox.Table
+			table := outboxschema.Quote(cfg.Schema) + "." + inbox.Table
 			var existed bool
 			if err := db.QueryRowContext(c.Context(), "SELECT to_regclass($1) IS NOT NULL", table).Scan(&existed); err != nil {
 				return runtimeErr(err, "")

@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/outboxrelay/outbox/dlq"
-	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
@@ -115,7 +115,7 @@ func readStatus(ctx context.Context, pool *pgxpool.Pool, r resolved) (*statusRep
 		return nil, fmt.Errorf("read the clock: %w", err)
 	}
 	rep := &statusReport{Schema: r.schema, AsOf: now.UTC(), Slot: slotStatus{Name: r.slot}}
-	schema := pgident.Quote(r.schema)
+	schema := outboxschema.Quote(r.schema)
 
 	b := &rep.Backlog
 	var oldest pgtype.Timestamptz

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
-	"github.com/outboxrelay/outbox/internal/pgident"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
 // target says which outbox an operator command works on: either the relay's
@@ -61,11 +61,11 @@ func (t *target) resolve(c *cobra.Command) (resolved, error) {
 		}
 		return resolved{url: cfg.Database.URL, schema: cfg.Database.Schema, slot: cfg.Database.Slot}, nil
 	}
-	if err := pgident.Validate("--schema", t.schema); err != nil {
+	if err := outboxschema.ValidateName("--schema", t.schema); err != nil {
 		return resolved{}, usageErr("", "%v", err)
 	}
 	if t.withSlot {
-		if err := pgident.Validate("--slot", t.slot); err != nil {
+		if err := outboxschema.ValidateName("--slot", t.slot); err != nil {
 			return resolved{}, usageErr("", "%v", err)
 		}
 	}
@@ -101,7 +101,7 @@ func openPool(ctx context.Context, r resolved, appName string, tables ...string)
 	}
 	for _, tbl := range tables {
 		var ok bool
-		if err := pool.QueryRow(pctx, `SELECT to_regclass($1) IS NOT NULL`, pgident.Quote(r.schema)+"."+tbl).Scan(&ok); err != nil {
+		if err := pool.QueryRow(pctx, `SELECT to_regclass($1) IS NOT NULL`, outboxschema.Quote(r.schema)+"."+tbl).Scan(&ok); err != nil {
 			pool.Close()
 			return nil, runtimeErr(fmt.Errorf("check the outbox schema: %w", err), "")
 		}

@@ -51,8 +51,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outboxrelay/outbox/internal/didyoumean"
 	"github.com/outboxrelay/outbox/internal/inflight"
-	"github.com/outboxrelay/outbox/internal/suggest"
 	"github.com/outboxrelay/outbox/relay/sink"
 )
 
@@ -250,7 +250,7 @@ func (s *Sink) lookup(eventType string) (*entry, error) {
 	hint := " (no handlers are registered)"
 	if len(patterns) > 0 {
 		hint = " (registered: " + strings.Join(patterns, ", ") + ")"
-		if sg := suggest.Nearest(eventType, patterns); sg != "" {
+		if sg := didyoumean.Suggest(eventType, patterns); sg != "" {
 			hint = fmt.Sprintf(" (did you mean %q? registered: %s)", sg, strings.Join(patterns, ", "))
 		}
 	}

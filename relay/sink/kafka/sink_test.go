@@ -78,10 +78,8 @@ func TestTLSKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 		var c Config
-		if err := relay.CheckKeys(n.Content[0], &c); err != nil {
-			return c, err
-		}
-		return c, n.Content[0].Decode(&c)
+		sc := relay.SinkConfig{Name: "k", Type: "kafka", Node: n.Content[0]}
+		return c, sc.Decode(&c)
 	}
 	c, err := decode(`{brokers: ["h:9092"], tls: {enabled: true, ca_file: ca.pem, cert_file: c.pem, key_file: k.pem, server_name: kafka.example, insecure_skip_verify: true}}`)
 	want := TLS{Enabled: true, Config: tlsconf.Config{CAFile: "ca.pem", CertFile: "c.pem", KeyFile: "k.pem", ServerName: "kafka.example", InsecureSkipVerify: true}}

@@ -166,26 +166,7 @@ func (r Registry) Open(ctx context.Context, cfg *relay.Config, logger *slog.Logg
 // destinations returns the destination templates of the routes, the
 // default route's included, by the sink they use.
 func destinations(cfg *relay.Config) (map[string][]*relay.Destination, error) {
-	dests := map[string][]*relay.Destination{}
-	add := func(route, sinkName, src string) error {
-		d, err := relay.ParseDestination(src)
-		if err != nil {
-			return fmt.Errorf("route %q: %w", route, err)
-		}
-		dests[sinkName] = append(dests[sinkName], d)
-		return nil
-	}
-	for _, rc := range cfg.Routes {
-		if err := add(rc.Name, rc.Sink, rc.Destination); err != nil {
-			return nil, err
-		}
-	}
-	if d := cfg.DefaultRoute; d != nil && !d.Drop {
-		if err := add(relay.DefaultRouteName, d.Sink, d.Destination); err != nil {
-			return nil, err
-		}
-	}
-	return dests, nil
+	return relay.SinkDestinations(cfg)
 }
 
 // Close closes every sink and returns their errors, joined.

@@ -17,14 +17,31 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/outboxrelay/outbox/sdk"
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 )
 
-// Columns is the select list Scan expects, in order. Each timestamp comes
-// as its finite value (NULL for 'infinity' and '-infinity') and which
-// infinity it is (1, -1, 0 when finite), which every driver reads.
-const Columns = "id, aggregate_type, aggregate_id, event_type, schema_version, payload, content_type, headers::text, tenant_id, " +
-	"CASE WHEN isfinite(occurred_at) THEN occurred_at END, CASE occurred_at WHEN 'infinity' THEN 1 WHEN '-infinity' THEN -1 ELSE 0 END, " +
-	"CASE WHEN isfinite(created_at) THEN created_at END, CASE created_at WHEN 'infinity' THEN 1 WHEN '-infinity' THEN -1 ELSE 0 END, seq"
+// Columns is the select list Scan expects: outboxschema.EventColumns, in
+// order, in forms every driver reads. headers comes as text, and each
+// timestamp as its finite value (NULL for 'infinity' and '-infinity')
+// followed by which infinity it is (1, -1, 0 when finite); then seq, the
+// row's place in insertion order.
+var Columns = columns()
+
+func columns() string {
+	var cols []string
+	for _, c := range outboxschema.ColumnNames(outboxschema.EventColumns) {
+		switch c {
+		case "headers":
+			cols = append(cols, "headers::text")
+		case "occurred_at", "created_at":
+			cols = append(cols, "CASE WHEN isfinite("+c+") THEN "+c+" END",
+				"CASE "+c+" WHEN 'infinity' THEN 1 WHEN '-infinity' THEN -1 ELSE 0 END")
+		default:
+			cols = append(cols, c)
+		}
+	}
+	return strings.Join(append(cols, "seq"), ", ")
+}
 
 // Row is one event row.
 type Row struct {

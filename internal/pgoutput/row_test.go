@@ -1,4 +1,4 @@
-package relay
+package pgoutput
 
 import (
 	"encoding/binary"
@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/outboxrelay/outbox/internal/pgoutput/pgoutputtest"
 	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
@@ -24,68 +25,53 @@ type col struct {
 }
 
 func insertMsg(relID uint32, cols []col) []byte {
-	b := []byte{'I'}
-	b = binary.BigEndian.AppendUint32(b, relID)
-	b = append(b, 'N')
-	b = binary.BigEndian.AppendUint16(b, uint16(len(cols)))
-	for _, c := range cols {
-		b = append(b, c.kind)
-		if c.kind == 'b' || c.kind == 't' {
-			b = binary.BigEndian.AppendUint32(b, uint32(len(c.data)))
-			b = append(b, c.data...)
-		}
+	pc := make([]pgoutputtest.Col, len(cols))
+	for i, c := range cols {
+		pc[i] = pgoutputtest.Col{Kind: c.kind, Data: c.data}
 	}
-	return b
+	return pgoutputtest.Insert(relID, pc)
 }
 
-func testRelation() map[uint32]*relationMap {
+func testRelation() map[uint32]*relation {
 	rel := &pglogrepl.RelationMessage{RelationID: 7, Namespace: "outbox", RelationName: "events"}
-	for _, n := range append(append([]string{}, eventColumns...), "delivered_at") {
+	for _, n := range append(append([]string{}, columns...), "delivered_at") {
 		rel.Columns = append(rel.Columns, &pglogrepl.RelationMessageColumn{Name: n})
 	}
-	m, err := newRelationMap(rel)
+	m, err := newRelation(rel)
 	if err != nil {
 		panic(err)
 	}
-	return map[uint32]*relationMap{7: m}
+	return map[uint32]*relation{7: m}
 }
 
 func pgTime(t time.Time) []byte { return pgMicros(t) }
 
-func sampleInsert() []byte {
-	id := uuid.MustParse("01a21c35-69ed-7291-9412-bbf9bec8f345")
-	at := time.Date(2026, 11, 27, 8, 0, 0, 123456000, time.UTC)
-	return insertMsg(7, []col{
-		{'b', id[:]}, {'b', []byte("order")}, {'b', []byte("42")}, {'b', []byte("order.created")}, {'b', []byte("1.2")},
-		{'b', []byte(`{"total":5}`)}, {'b', []byte("application/json")}, {'b', append([]byte{1}, `{"traceparent": "00-abc", "n": 5}`...)},
-		{'n', nil}, {'b', pgTime(at)}, {'b', pgTime(at)}, {'n', nil},
-	})
-}
+func sampleInsert() []byte { return pgoutputtest.SampleInsert(7) }
 
 func TestDecodeInsert(t *testing.T) {
-	var ev Event
-	if err := decodeInsert(sampleInsert(), testRelation(), &ev); err != nil {
+	var row Row
+	if err := decodeInsert(sampleInsert(), testRelation(), &row); err != nil {
 		t.Fatal(err)
 	}
-	if ev.ID.String() != "01a21c35-69ed-7291-9412-bbf9bec8f345" || ev.AggregateType != "order" || ev.AggregateID != "42" ||
-		ev.EventType != "order.created" || ev.SchemaVersion != "1.2" || string(ev.Payload) != `{"total":5}` || ev.TenantID != "" {
-		t.Errorf("decoded %+v", ev)
+	if row.ID.String() != "01a21c35-69ed-7291-9412-bbf9bec8f345" || row.AggregateType != "order" || row.AggregateID != "42" ||
+		row.EventType != "order.created" || row.SchemaVersion != "1.2" || string(row.Payload) != `{"total":5}` || row.TenantID != "" {
+		t.Errorf("decoded %+v", row)
 	}
-	if ev.Headers["traceparent"] != "00-abc" || ev.Headers["n"] != "5" {
-		t.Errorf("headers %v", ev.Headers)
+	if row.Headers["traceparent"] != "00-abc" || row.Headers["n"] != "5" {
+		t.Errorf("headers %v", row.Headers)
 	}
-	if want := time.Date(2026, 11, 27, 8, 0, 0, 123456000, time.UTC); !ev.OccurredAt.Equal(want) {
-		t.Errorf("occurred_at %v, want %v", ev.OccurredAt, want)
+	if want := time.Date(2026, 11, 27, 8, 0, 0, 123456000, time.UTC); !row.OccurredAt.Equal(want) {
+		t.Errorf("occurred_at %v, want %v", row.OccurredAt, want)
 	}
 	// Text format (binary off) decodes too.
 	txt := insertMsg(7, []col{{'t', []byte("01a21c35-69ed-7291-9412-bbf9bec8f345")}, {'t', []byte("a")}, {'t', []byte("1")}, {'t', []byte("e")},
 		{'t', []byte("1.0")}, {'t', []byte(`\x7b7d`)}, {'t', []byte("application/json")}, {'t', []byte(`{}`)}, {'t', []byte("t1")},
 		{'t', []byte("2026-11-27 08:00:00.5+00")}, {'t', []byte("2026-11-27 08:00:00.5+00")}, {'n', nil}})
-	if err := decodeInsert(txt, testRelation(), &ev); err != nil {
+	if err := decodeInsert(txt, testRelation(), &row); err != nil {
 		t.Fatal(err)
 	}
-	if string(ev.Payload) != "{}" || ev.TenantID != "t1" || ev.OccurredAt.Nanosecond() != 5e8 {
-		t.Errorf("text decode: %+v", ev)
+	if string(row.Payload) != "{}" || row.TenantID != "t1" || row.OccurredAt.Nanosecond() != 5e8 {
+		t.Errorf("text decode: %+v", row)
 	}
 }
 
@@ -98,8 +84,8 @@ func TestDecodeInsertErrors(t *testing.T) {
 		"bad kind":         append(good[:8:8], 'x'),
 		"empty":            {},
 	} {
-		var ev Event
-		if err := decodeInsert(msg, testRelation(), &ev); err == nil {
+		var row Row
+		if err := decodeInsert(msg, testRelation(), &row); err == nil {
 			t.Errorf("%s: decoded without error", name)
 		}
 	}
@@ -119,15 +105,15 @@ func FuzzDecodeInsert(f *testing.F) {
 	}
 	rels := testRelation()
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		var ev Event
-		if decodeInsert(msg, rels, &ev) != nil || ev.DecodeErr != nil {
+		var row Row
+		if decodeInsert(msg, rels, &row) != nil || row.Err != nil {
 			return // must not panic
 		}
 		// A timestamp that decodes formats and parses back to itself.
 		for _, v := range []struct {
 			t   time.Time
 			inf pgtype.InfinityModifier
-		}{{ev.OccurredAt, ev.OccurredAtInf}, {ev.CreatedAt, ev.CreatedAtInf}} {
+		}{{row.OccurredAt, row.OccurredAtInf}, {row.CreatedAt, row.CreatedAtInf}} {
 			got, inf, err := pgtime.Parse(pgtime.Format(v.t, v.inf))
 			if err != nil || got != v.t || inf != v.inf {
 				t.Fatalf("%v %v formats as %q, parses as %v %v %v", v.t, v.inf, pgtime.Format(v.t, v.inf), got, inf, err)
@@ -142,8 +128,8 @@ func BenchmarkDecodeInsert(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(msg)))
 	for b.Loop() {
-		var ev Event
-		if err := decodeInsert(msg, rels, &ev); err != nil {
+		var row Row
+		if err := decodeInsert(msg, rels, &row); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -224,10 +210,7 @@ var edgeTimes = []time.Time{
 	time.Date(294276, 12, 31, 23, 59, 59, 999999000, time.UTC), // the highest
 }
 
-func pgMicros(t time.Time) []byte {
-	us := (t.Unix()-946_684_800)*1_000_000 + int64(t.Nanosecond()/1000)
-	return binary.BigEndian.AppendUint64(nil, uint64(us))
-}
+func pgMicros(t time.Time) []byte { return pgoutputtest.Micros(t) }
 
 func timeInsert(occurred, created []byte) []byte {
 	id := uuid.MustParse("01a21c35-69ed-7291-9412-bbf9bec8f345")
@@ -251,20 +234,20 @@ func textTimeInsert(occurred, created string) []byte {
 
 func TestDecodeInsertEdgeTimestamps(t *testing.T) {
 	for _, at := range edgeTimes {
-		var ev Event
-		if err := decodeInsert(timeInsert(pgMicros(at), pgMicros(at)), testRelation(), &ev); err != nil {
+		var row Row
+		if err := decodeInsert(timeInsert(pgMicros(at), pgMicros(at)), testRelation(), &row); err != nil {
 			t.Fatalf("%v: %v", at, err)
 		}
-		if ev.OccurredAt != at || ev.CreatedAt != at || ev.OccurredAtInf != pgtype.Finite || ev.DecodeErr != nil {
-			t.Errorf("%v decoded as occurred_at %v, created_at %v (%v)", at, ev.OccurredAt, ev.CreatedAt, ev.DecodeErr)
+		if row.OccurredAt != at || row.CreatedAt != at || row.OccurredAtInf != pgtype.Finite || row.Err != nil {
+			t.Errorf("%v decoded as occurred_at %v, created_at %v (%v)", at, row.OccurredAt, row.CreatedAt, row.Err)
 		}
 	}
-	var ev Event
-	if err := decodeInsert(timeInsert(infBytes, negInfBytes), testRelation(), &ev); err != nil {
+	var row Row
+	if err := decodeInsert(timeInsert(infBytes, negInfBytes), testRelation(), &row); err != nil {
 		t.Fatal(err)
 	}
-	if ev.OccurredAtInf != pgtype.Infinity || ev.CreatedAtInf != pgtype.NegativeInfinity || !ev.OccurredAt.IsZero() || !ev.CreatedAt.IsZero() {
-		t.Errorf("infinity, -infinity decoded as %v %v, %v %v", ev.OccurredAt, ev.OccurredAtInf, ev.CreatedAt, ev.CreatedAtInf)
+	if row.OccurredAtInf != pgtype.Infinity || row.CreatedAtInf != pgtype.NegativeInfinity || !row.OccurredAt.IsZero() || !row.CreatedAt.IsZero() {
+		t.Errorf("infinity, -infinity decoded as %v %v, %v %v", row.OccurredAt, row.OccurredAtInf, row.CreatedAt, row.CreatedAtInf)
 	}
 	// Text format (binary off), as PostgreSQL writes it.
 	for _, c := range []struct {
@@ -279,12 +262,12 @@ func TestDecodeInsertEdgeTimestamps(t *testing.T) {
 		{"294276-12-31 23:59:59.999999+00", edgeTimes[4], 0},
 		{"2026-11-27 08:00:00.5-03:30:15", time.Date(2026, 11, 27, 11, 30, 15, 5e8, time.UTC), 0},
 	} {
-		var ev Event
-		if err := decodeInsert(textTimeInsert(c.text, c.text), testRelation(), &ev); err != nil {
+		var row Row
+		if err := decodeInsert(textTimeInsert(c.text, c.text), testRelation(), &row); err != nil {
 			t.Fatal(err)
 		}
-		if ev.OccurredAt != c.at || ev.OccurredAtInf != c.inf || ev.CreatedAt != c.at || ev.DecodeErr != nil {
-			t.Errorf("%q decoded as %v %v (%v), want %v %v", c.text, ev.OccurredAt, ev.OccurredAtInf, ev.DecodeErr, c.at, c.inf)
+		if row.OccurredAt != c.at || row.OccurredAtInf != c.inf || row.CreatedAt != c.at || row.Err != nil {
+			t.Errorf("%q decoded as %v %v (%v), want %v %v", c.text, row.OccurredAt, row.OccurredAtInf, row.Err, c.at, c.inf)
 		}
 	}
 }
@@ -310,23 +293,23 @@ func TestDecodeInsertBadValues(t *testing.T) {
 			{'b', id[:]}, {'b', []byte("order")}, {'b', []byte("42")}, {'b', []byte("order.created")}, {'b', []byte("1.0")},
 			{'b', []byte(`{}`)}, {'b', []byte("application/json")}, {'b', c.headers}, {'n', nil}, {'b', c.occurred}, {'b', good}, {'n', nil},
 		})
-		var ev Event
-		if err := decodeInsert(msg, testRelation(), &ev); err != nil {
+		var row Row
+		if err := decodeInsert(msg, testRelation(), &row); err != nil {
 			t.Errorf("%s: the message failed (%v); want the row marked undecodable", name, err)
 			continue
 		}
-		if ev.DecodeErr == nil || !strings.Contains(ev.DecodeErr.Error(), c.want) || !errors.Is(ev.DecodeErr, ErrDecode) {
-			t.Errorf("%s: decode error %v, want one with %q", name, ev.DecodeErr, c.want)
+		if row.Err == nil || !strings.Contains(row.Err.Error(), c.want) || !errors.Is(row.Err, ErrDecode) {
+			t.Errorf("%s: decode error %v, want one with %q", name, row.Err, c.want)
 		}
-		if ev.ID != id || ev.EventType != "order.created" || ev.CreatedAt != edgeTimes[1] {
-			t.Errorf("%s: the rest of the row was not decoded: %+v", name, ev)
+		if row.ID != id || row.EventType != "order.created" || row.CreatedAt != edgeTimes[1] {
+			t.Errorf("%s: the rest of the row was not decoded: %+v", name, row)
 		}
 	}
 	// A text timestamp PostgreSQL would not write.
-	var ev Event
-	if err := decodeInsert(textTimeInsert("yesterday-ish", "2026-11-27 08:00:00+00"), testRelation(), &ev); err != nil || ev.DecodeErr == nil ||
-		!strings.Contains(ev.DecodeErr.Error(), "occurred_at") {
-		t.Errorf("unparseable text timestamp: err %v, decode error %v", err, ev.DecodeErr)
+	var row Row
+	if err := decodeInsert(textTimeInsert("yesterday-ish", "2026-11-27 08:00:00+00"), testRelation(), &row); err != nil || row.Err == nil ||
+		!strings.Contains(row.Err.Error(), "occurred_at") {
+		t.Errorf("unparseable text timestamp: err %v, decode error %v", err, row.Err)
 	}
 }
 
@@ -345,5 +328,34 @@ func TestDecodeTimeText(t *testing.T) {
 		if got := pgtime.Format(tm, inf); err != nil || got != want {
 			t.Errorf("decodeTimeText(%q) = %q, %v; want %q", in, got, err, want)
 		}
+	}
+}
+
+// BenchmarkDecodeInsertHeaders decodes an insert whose headers are empty, a
+// traceparent (an instrumented service's event), or hold a non-string value
+// (a hand-written row: decoded twice).
+func BenchmarkDecodeInsertHeaders(b *testing.B) {
+	for _, tc := range []struct{ name, headers string }{
+		{"none", `{}`},
+		{"traceparent", `{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`},
+		{"mixed", `{"traceparent": "00-abc", "n": 5}`},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			id := [16]byte{1, 2, 3}
+			at := pgTime(time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC))
+			msg := insertMsg(7, []col{
+				{'b', id[:]}, {'b', []byte("order")}, {'b', []byte("42")}, {'b', []byte("order.created")}, {'b', []byte("1.0")},
+				{'b', make([]byte, 300)}, {'b', []byte("application/json")}, {'b', append([]byte{1}, tc.headers...)},
+				{'n', nil}, {'b', at}, {'b', at}, {'n', nil},
+			})
+			rels := testRelation()
+			b.ReportAllocs()
+			for b.Loop() {
+				var row Row
+				if err := decodeInsert(msg, rels, &row); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -1,13 +1,13 @@
-// Package suggest finds the likely intended word for a typo, for error
-// messages that say "did you mean ...".
-package suggest
+// Package didyoumean suggests the valid name an unknown one was probably
+// meant to be: a config key, a sink type, a command, an event type.
+package didyoumean
 
 import "strings"
 
-// Nearest returns the candidate closest to s by edit distance (case
-// ignored, a transposition counting as one edit), or "" when none is close
+// Suggest returns the candidate closest to s by edit distance (ignoring
+// case, a transposition counting as one edit), or "" when none is close
 // enough to be a likely typo.
-func Nearest(s string, candidates []string) string {
+func Suggest(s string, candidates []string) string {
 	best, bestD := "", 1<<30
 	for _, c := range candidates {
 		if d := editDistance(strings.ToLower(s), strings.ToLower(c)); d < bestD {

@@ -12,27 +12,10 @@ import (
 	"github.com/outboxrelay/outbox/relay/sink"
 )
 
-// item is one event on its way through the pipeline: it is finished when every
-// route has delivered or dead-lettered it (at once when no route took it) and
-// its row has been marked.
-type item struct {
-	ev        *Event
-	key       string // ev.Key(), computed once
-	txn       *Txn
-	remaining int // routes not yet finished; owned by the dispatcher loop
-	ds        []*delivery
-	replay    *replayState // set for a replay of a dead letter; txn is nil then
-	weight    int64        // bytes counted against delivery.max_pending_bytes
-}
-
-func newItem(ev *Event, txn *Txn, routes int) *item {
-	return &item{ev: ev, key: ev.Key(), txn: txn, ds: make([]*delivery, 0, routes)}
-}
-
 // delivery is one event on one route.
 type delivery struct {
 	msg   Message
-	route *Route
+	route *route
 	item  *item
 	first time.Time
 	errs  []string // the errors of each attempt, the last few
@@ -73,15 +56,19 @@ type batchResult struct {
 type dispatcher struct {
 	cfg     DeliveryConfig
 	logger  *slog.Logger
-	metrics *Metrics
+	metrics *metrics
 	sinks   map[string]*sinkState
-	queues  map[*Route]map[string]*keyQueue
+	queues  map[*route]map[string]*keyQueue
 
-	in      chan []*item
+	// Set by the pipeline: where items come from, and where they go once
+	// handled on every route.
+	in        <-chan []*item
+	delivered chan<- []*item // to be marked
+	replayed  chan<- *item   // replays, back to the replayer
+
 	results chan batchResult
 	retries chan *delivery
 	dead    chan *delivery // dead letters written
-	done    func([]*item)  // called from the loop with the items it finished; takes the slice
 	dlq     *deadLetterWriter
 	tracing *tracing // nil when tracing is off
 
@@ -89,15 +76,14 @@ type dispatcher struct {
 	pending int            // items in the dispatcher
 
 	prefailed []*delivery
-	finished  []*item // finished in this turn of the loop, for done
+	finished  []*item // finished in this turn of the loop, for handOn
 }
 
-func newDispatcher(cfg DeliveryConfig, sinks map[string]Sink, logger *slog.Logger, m *Metrics, dlq *deadLetterWriter, done func([]*item)) *dispatcher {
+func newDispatcher(cfg DeliveryConfig, sinks map[string]Sink, logger *slog.Logger, m *metrics, dlq *deadLetterWriter) *dispatcher {
 	d := &dispatcher{
-		cfg: cfg, logger: logger, metrics: m, dlq: dlq, done: done,
+		cfg: cfg, logger: logger, metrics: m, dlq: dlq,
 		sinks:   map[string]*sinkState{},
-		queues:  map[*Route]map[string]*keyQueue{},
-		in:      make(chan []*item, 64),
+		queues:  map[*route]map[string]*keyQueue{},
 		results: make(chan batchResult, 64),
 		retries: make(chan *delivery, 1024),
 		dead:    make(chan *delivery, 1024),
@@ -142,11 +128,34 @@ func (d *dispatcher) run(ctx context.Context) {
 			return
 		}
 		if len(d.finished) > 0 {
-			done := d.finished
-			d.finished = nil
-			d.done(done)
+			d.handOn(ctx)
 		}
 		d.dispatch(ctx)
+	}
+}
+
+// handOn sends the items finished in this turn of the loop on: replays back
+// to the replayer, the others to the marker.
+func (d *dispatcher) handOn(ctx context.Context) {
+	items := d.finished
+	d.finished = nil
+	marks := items[:0] // the slice is handed over
+	for _, it := range items {
+		if it.replay != nil {
+			select {
+			case d.replayed <- it:
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		marks = append(marks, it)
+	}
+	if len(marks) > 0 {
+		select {
+		case d.delivered <- marks:
+		case <-ctx.Done():
+		}
 	}
 }
 

@@ -1,7 +1,6 @@
-package relay
+package pgoutput
 
 import (
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,16 +17,20 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/outboxrelay/outbox/sdk/outboxschema"
 	"github.com/outboxrelay/outbox/sdk/pgtime"
 )
 
-// ErrDecode marks a replication message the relay cannot decode.
+// ErrDecode marks a message or a value that cannot be decoded.
 var ErrDecode = errors.New("decode")
 
-// eventColumns are the columns of the events table the relay reads, in the
-// order of the event fields.
-var eventColumns = []string{"id", "aggregate_type", "aggregate_id", "event_type", "schema_version",
-	"payload", "content_type", "headers", "tenant_id", "occurred_at", "created_at"}
+// ErrNotOutbox marks a Relation message for a table named like the outbox's
+// events table that lacks one of its required columns.
+var ErrNotOutbox = errors.New("not the outbox events table")
+
+// columns are outboxschema.EventColumns, the columns a Row holds; the col
+// constants index them.
+var columns = outboxschema.ColumnNames(outboxschema.EventColumns)
 
 const (
 	colID = iota
@@ -44,106 +47,66 @@ const (
 	numCols
 )
 
-// relationMap maps the events table's column positions, learnt from pgoutput's
-// Relation message, to the fields the relay reads.
-type relationMap struct {
-	id     uint32
-	index  [numCols]int // position in the tuple of each wanted column, -1 if absent
-	ncols  int
-	schema string
-	table  string
+// Row is one row of the outbox's events table, decoded: the columns of an
+// event (outboxschema.EventColumns) and, for a row read from the stream, its
+// transaction's commit. Its strings and payload point into the bytes it was
+// decoded from, which the Decoder and ScanResult copy for each row: they
+// stay valid after the next row is read.
+type Row struct {
+	ID            uuid.UUID
+	AggregateType string
+	AggregateID   string
+	EventType     string
+	// SchemaVersion is "1.0" when the column is NULL or the table has none.
+	SchemaVersion string
+	Payload       []byte
+	// ContentType is "application/json" when the table has no such column.
+	ContentType string
+	// Headers are the headers column's object; values that are not JSON
+	// strings are kept as their JSON text.
+	Headers  map[string]string
+	TenantID string // empty when NULL
+	// OccurredAt and CreatedAt are in UTC, of any year PostgreSQL stores;
+	// OccurredAtInf and CreatedAtInf say when the column holds 'infinity'
+	// or '-infinity' (the time is then zero).
+	OccurredAt, CreatedAt       time.Time
+	OccurredAtInf, CreatedAtInf pgtype.InfinityModifier
+
+	// CommitTime and CommitLSN are the writing transaction's commit time
+	// and commit record (from its Begin message); zero for a row read from
+	// a query result.
+	CommitTime time.Time
+	CommitLSN  pglogrepl.LSN
+
+	// RawHeaders is the headers column's JSON as read, so that a copy of
+	// the row (a dead letter) can keep it exactly.
+	RawHeaders []byte
+	// Err is set when a value of the row cannot be decoded (a header, a
+	// timestamp); the rest of the row is decoded. It wraps ErrDecode.
+	Err error
 }
 
-func newRelationMap(rel *pglogrepl.RelationMessage) (*relationMap, error) {
-	m := &relationMap{id: rel.RelationID, ncols: len(rel.Columns), schema: rel.Namespace, table: rel.RelationName}
-	for i := range m.index {
-		m.index[i] = -1
-	}
-	for pos, c := range rel.Columns {
-		for i, name := range eventColumns {
-			if c.Name == name {
-				m.index[i] = pos
-			}
-		}
-	}
-	for _, req := range []int{colID, colAggregateType, colAggregateID, colEventType, colPayload} {
-		if m.index[req] < 0 {
-			return nil, fmt.Errorf("%w: table %s.%s has no column %q: is it the outbox events table? (run `outbox migrate up`)", ErrDecode, rel.Namespace, rel.RelationName, eventColumns[req])
-		}
-	}
-	return m, nil
-}
-
-// rawRow is one events row as the bytes of its columns, in eventColumns
-// order, as pgoutput and a query's result both carry them. decode turns it
-// into an Event; the stream, a new slot's snapshot and a dead-letter replay
-// all go through it, so a row has the same values on every path.
+// rawRow is one events row as the bytes of its columns, in columns order,
+// as pgoutput and a binary query result both carry them. decode turns it
+// into a Row: the stream, a new slot's snapshot and a dead letter's copy all
+// go through it, so a row has the same values on every path.
 type rawRow struct {
 	vals  [numCols][]byte
 	kinds [numCols]byte // 'b' binary, 't' text, 'n' NULL, 'u' unchanged TOAST value (never in an insert)
 	has   [numCols]bool // the table has the column
 }
 
-// decodeInsert decodes a pgoutput Insert message (the XLogData payload whose
-// first byte is 'I') into ev. buf must not be modified afterwards: the event's
-// strings and payload point into it. An error means the message itself is
-// malformed; a value of the row that cannot be decoded is recorded in the
-// event instead (see rawRow.decode).
-func decodeInsert(buf []byte, rels map[uint32]*relationMap, ev *Event) (err error) {
-	if len(buf) < 8 || buf[0] != 'I' {
-		return fmt.Errorf("%w: not an insert message", ErrDecode)
-	}
-	relID := binary.BigEndian.Uint32(buf[1:])
-	rel := rels[relID]
-	if rel == nil {
-		return fmt.Errorf("%w: insert for unknown relation %d (no Relation message seen)", ErrDecode, relID)
-	}
-	if buf[5] != 'N' {
-		return fmt.Errorf("%w: insert without new tuple", ErrDecode)
-	}
-	ncols := int(binary.BigEndian.Uint16(buf[6:]))
-	off := 8
-	var row rawRow
-	for i, p := range rel.index {
-		row.has[i] = p >= 0
-		row.kinds[i] = 'n'
-	}
-	for pos := range ncols {
-		if off >= len(buf) {
-			return fmt.Errorf("%w: insert truncated at column %d", ErrDecode, pos)
-		}
-		kind := buf[off]
-		off++
-		var data []byte
-		switch kind {
-		case 'n', 'u':
-		case 't', 'b':
-			if off+4 > len(buf) {
-				return fmt.Errorf("%w: insert truncated at column %d", ErrDecode, pos)
-			}
-			n := int(binary.BigEndian.Uint32(buf[off:]))
-			off += 4
-			if n < 0 || off+n > len(buf) {
-				return fmt.Errorf("%w: column %d length %d past the message end", ErrDecode, pos, n)
-			}
-			data = buf[off : off+n : off+n]
-			off += n
-		default:
-			return fmt.Errorf("%w: unknown tuple data kind %q", ErrDecode, kind)
-		}
-		for i, p := range rel.index {
-			if p == pos {
-				row.vals[i], row.kinds[i] = data, kind
-			}
-		}
-	}
-	return row.decode(ev)
+// ScanResult decodes the current row of rows, whose columns from first on
+// are outboxschema.EventColumns in order (in binary format, as pgoutput
+// sends them, or text), into row. It copies the bytes (pgx reuses its
+// buffer for the next row). It fails only when the id cannot be read; a
+// value that cannot be decoded sets row.Err.
+func ScanResult(rows pgx.Rows, first int, row *Row) error {
+	raw := rawFromResult(rows, first)
+	return raw.decode(row)
 }
 
-// rawRowFromResult builds a rawRow from the current row of a query whose
-// columns from first on are eventColumns, in order, copying their bytes into
-// one buffer (pgx reuses its own for the next row).
-func rawRowFromResult(rows pgx.Rows, first int) rawRow {
+func rawFromResult(rows pgx.Rows, first int) rawRow {
 	vals := rows.RawValues()[first : first+numCols]
 	fds := rows.FieldDescriptions()[first : first+numCols]
 	n := 0
@@ -151,88 +114,86 @@ func rawRowFromResult(rows pgx.Rows, first int) rawRow {
 		n += len(v)
 	}
 	buf := make([]byte, 0, n)
-	var row rawRow
+	var raw rawRow
 	for i, v := range vals {
-		row.has[i] = true
+		raw.has[i] = true
 		switch {
 		case v == nil:
-			row.kinds[i] = 'n'
+			raw.kinds[i] = 'n'
 			continue
 		case fds[i].Format == pgx.BinaryFormatCode:
-			row.kinds[i] = 'b'
+			raw.kinds[i] = 'b'
 		default:
-			row.kinds[i] = 't'
+			raw.kinds[i] = 't'
 		}
 		start := len(buf)
 		buf = append(buf, v...)
-		row.vals[i] = buf[start:len(buf):len(buf)]
+		raw.vals[i] = buf[start:len(buf):len(buf)]
 	}
-	return row
+	return raw
 }
 
-// decode fills ev from the row. It fails only when the id cannot be read (no
-// PostgreSQL uuid column gives that). A value that cannot be decoded (a
-// header, a timestamp) leaves ev.DecodeErr set, so that the row is
-// dead-lettered with the reason instead of stopping the relay.
-func (row *rawRow) decode(ev *Event) error {
+// decode fills row from raw, replacing all it held. It fails only when the
+// id cannot be read (no PostgreSQL uuid column gives that). A value that
+// cannot be decoded (a header, a timestamp) sets row.Err, so that the row
+// is dead-lettered with the reason instead of stopping the relay.
+func (raw *rawRow) decode(row *Row) error {
 	str := func(i int) string {
-		if len(row.vals[i]) == 0 {
+		if len(raw.vals[i]) == 0 {
 			return ""
 		}
-		return unsafe.String(&row.vals[i][0], len(row.vals[i]))
+		return unsafe.String(&raw.vals[i][0], len(raw.vals[i]))
 	}
-	// id
-	switch row.kinds[colID] {
+	*row = Row{}
+	switch raw.kinds[colID] {
 	case 'b':
-		if len(row.vals[colID]) != 16 {
-			return fmt.Errorf("%w: id is %d bytes, want 16", ErrDecode, len(row.vals[colID]))
+		if len(raw.vals[colID]) != 16 {
+			return fmt.Errorf("%w: id is %d bytes, want 16", ErrDecode, len(raw.vals[colID]))
 		}
-		copy(ev.ID[:], row.vals[colID])
+		copy(row.ID[:], raw.vals[colID])
 	case 't':
 		var err error
-		if ev.ID, err = uuid.ParseBytes(row.vals[colID]); err != nil {
+		if row.ID, err = uuid.ParseBytes(raw.vals[colID]); err != nil {
 			return fmt.Errorf("%w: id: %v", ErrDecode, err)
 		}
 	default:
 		return fmt.Errorf("%w: id is missing", ErrDecode)
 	}
-	ev.DecodeErr, ev.RawHeaders = nil, nil
 	bad := func(err error) {
-		if ev.DecodeErr == nil {
-			ev.DecodeErr = fmt.Errorf("%w: %w", ErrDecode, err)
+		if row.Err == nil {
+			row.Err = fmt.Errorf("%w: %w", ErrDecode, err)
 		}
 	}
-	ev.AggregateType = str(colAggregateType)
-	ev.AggregateID = str(colAggregateID)
-	ev.EventType = str(colEventType)
-	ev.SchemaVersion = str(colSchemaVersion)
-	ev.ContentType = str(colContentType)
-	ev.TenantID = str(colTenantID)
-	if row.kinds[colSchemaVersion] == 'n' || !row.has[colSchemaVersion] {
-		ev.SchemaVersion = "1.0"
+	row.AggregateType = str(colAggregateType)
+	row.AggregateID = str(colAggregateID)
+	row.EventType = str(colEventType)
+	row.SchemaVersion = str(colSchemaVersion)
+	row.ContentType = str(colContentType)
+	row.TenantID = str(colTenantID)
+	if raw.kinds[colSchemaVersion] == 'n' || !raw.has[colSchemaVersion] {
+		row.SchemaVersion = "1.0"
 	}
-	if !row.has[colContentType] {
-		ev.ContentType = "application/json"
+	if !raw.has[colContentType] {
+		row.ContentType = "application/json"
 	}
-	ev.Payload = row.vals[colPayload]
-	if row.kinds[colPayload] == 't' {
+	row.Payload = raw.vals[colPayload]
+	if raw.kinds[colPayload] == 't' {
 		// bytea in text form: \x followed by hex digits.
-		p := row.vals[colPayload]
+		p := raw.vals[colPayload]
 		if len(p) >= 2 && p[0] == '\\' && p[1] == 'x' {
 			out := make([]byte, hex.DecodedLen(len(p)-2))
 			if _, err := hex.Decode(out, p[2:]); err != nil {
 				bad(fmt.Errorf("payload: %v", err))
 			} else {
-				ev.Payload = out
+				row.Payload = out
 			}
 		}
 	}
-	if ev.Payload == nil {
-		ev.Payload = []byte{}
+	if row.Payload == nil {
+		row.Payload = []byte{}
 	}
-	ev.Headers = nil
-	if h := row.vals[colHeaders]; len(h) > 0 {
-		if row.kinds[colHeaders] == 'b' {
+	if h := raw.vals[colHeaders]; len(h) > 0 {
+		if raw.kinds[colHeaders] == 'b' {
 			if h[0] != 1 {
 				bad(fmt.Errorf("headers: unknown jsonb version %d", h[0]))
 				h = nil
@@ -241,16 +202,16 @@ func (row *rawRow) decode(ev *Event) error {
 			}
 		}
 		var err error
-		if ev.Headers, err = decodeHeaders(h); err != nil {
+		if row.Headers, err = decodeHeaders(h); err != nil {
 			bad(fmt.Errorf("headers: %w", err))
 		}
-		ev.RawHeaders = h
+		row.RawHeaders = h
 	}
 	var err error
-	if ev.OccurredAt, ev.OccurredAtInf, err = decodeTime(row.vals[colOccurredAt], row.kinds[colOccurredAt]); err != nil {
+	if row.OccurredAt, row.OccurredAtInf, err = decodeTime(raw.vals[colOccurredAt], raw.kinds[colOccurredAt]); err != nil {
 		bad(fmt.Errorf("occurred_at: %w", err))
 	}
-	if ev.CreatedAt, ev.CreatedAtInf, err = decodeTime(row.vals[colCreatedAt], row.kinds[colCreatedAt]); err != nil {
+	if row.CreatedAt, row.CreatedAtInf, err = decodeTime(raw.vals[colCreatedAt], raw.kinds[colCreatedAt]); err != nil {
 		bad(fmt.Errorf("created_at: %w", err))
 	}
 	return nil

@@ -15,8 +15,8 @@ import (
 // TestMarkerMarksLateRowsAndGivesUpOnMissingOnes drives the marker against a
 // real outbox: rows that exist are marked at once; a row that becomes visible
 // only later (the commit-visibility race) is marked on a later flush; a row
-// that never appears is given up on after markGiveUp. Every item is released
-// and its transaction finished exactly once.
+// that never appears is given up on after markGiveUp. Every item is passed on
+// (marked) exactly once.
 func TestMarkerMarksLateRowsAndGivesUpOnMissingOnes(t *testing.T) {
 	for _, mode := range []string{"mark", "delete"} {
 		t.Run(mode, func(t *testing.T) {
@@ -36,35 +36,50 @@ func TestMarkerMarksLateRowsAndGivesUpOnMissingOnes(t *testing.T) {
 				insert(id)
 				present = append(present, id)
 			}
-			late, never := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+			lateID, never := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
 
-			var released atomic.Int64
-			cfg := DeliveryConfig{MarkInterval: Duration(10 * time.Millisecond), MarkBatch: 100}
-			m := newMarker(o.Pool, o.Schema, mode, cfg, slog.New(slog.DiscardHandler), func(n int, _ int64) { released.Add(int64(n)) })
+			cfg := DeliveryConfig{OnDelivered: mode, MarkInterval: Duration(10 * time.Millisecond), MarkBatch: 100}
+			m := newMarker(o.Pool, o.Schema, cfg, slog.New(slog.DiscardHandler))
+			in, out := make(chan []*item), make(chan []*item, 64)
+			m.in, m.marked = in, out
 			done := make(chan struct{})
 			go func() { m.run(ctx); close(done) }()
 
-			pos := NewPosition(0)
-			txn := pos.Begin()
-			all := append(append([]uuid.UUID{}, present...), late, never)
-			txn.Add(len(all))
+			pos := newPosition(0)
+			txn := pos.begin()
+			all := append(append([]uuid.UUID{}, present...), lateID, never)
+			txn.add(len(all))
 			var finished atomic.Bool
-			txn.OnDone(func() { finished.Store(true) })
-			txn.Commit(1)
-			for _, id := range all {
-				m.in <- []*item{{ev: &Event{ID: id}, txn: txn}}
+			txn.whenDone(func() { finished.Store(true) })
+			txn.commit(1)
+			go func() {
+				for _, id := range all {
+					in <- []*item{{ev: &Event{ID: id}, txn: txn}}
+				}
+			}()
+			// What complete does with what the marker passes on; each item
+			// once.
+			seen := map[*item]bool{}
+			late := time.After(300 * time.Millisecond)
+			deadline := time.After(15 * time.Second)
+			for !finished.Load() {
+				select {
+				case items := <-out:
+					for _, it := range items {
+						if seen[it] {
+							t.Fatalf("event %s passed on twice", it.ev.ID)
+						}
+						seen[it] = true
+						it.txn.done()
+					}
+				case <-late:
+					insert(lateID) // visible only now
+				case <-deadline:
+					t.Fatalf("transaction not finished: %d of %d items marked", len(seen), len(all))
+				}
 			}
-			time.Sleep(300 * time.Millisecond)
-			insert(late) // visible only now
-			deadline := time.Now().Add(15 * time.Second)
-			for !finished.Load() && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
-			if !finished.Load() {
-				t.Fatalf("transaction not finished: %d of %d items released", released.Load(), len(all))
-			}
-			if got := released.Load(); got != int64(len(all)) {
-				t.Fatalf("released %d items, want %d", got, len(all))
+			if len(seen) != len(all) {
+				t.Fatalf("marked %d items, want %d", len(seen), len(all))
 			}
 			var left, marked int
 			if err := o.Pool.QueryRow(ctx, `SELECT count(*), count(delivered_at) FROM `+o.Schema+`.events`).Scan(&left, &marked); err != nil {
