@@ -2,12 +2,8 @@ package pgoutput
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
-	"strings"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -231,42 +227,7 @@ func decodeHeaders(h []byte) (map[string]string, error) {
 		}
 		return m, nil
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(h, &raw); err != nil {
-		var ute *json.UnmarshalTypeError
-		if errors.As(err, &ute) {
-			return nil, fmt.Errorf("a JSON %s, want an object of strings", ute.Value)
-		}
-		return nil, fmt.Errorf("not valid JSON: %v", err)
-	}
-	if len(raw) == 0 {
-		return nil, nil
-	}
-	if !utf8.Valid(h) {
-		// encoding/json keeps a raw value's bytes and replaces those that
-		// are not UTF-8 in a name with U+FFFD.
-		names := slices.Sorted(maps.Keys(raw))
-		for _, k := range names {
-			if !utf8.Valid(raw[k]) {
-				return nil, fmt.Errorf("header %q: the value is not valid UTF-8", k)
-			}
-		}
-		for _, k := range names {
-			if strings.ContainsRune(k, utf8.RuneError) {
-				return nil, fmt.Errorf("header %q: the name is not valid UTF-8", k)
-			}
-		}
-	}
-	m := make(map[string]string, len(raw))
-	for k, v := range raw {
-		var s string
-		if json.Unmarshal(v, &s) == nil {
-			m[k] = s
-		} else {
-			m[k] = string(v)
-		}
-	}
-	return m, nil
+	return outboxschema.DecodeHeaders(h)
 }
 
 // decodeTime decodes a timestamptz column: the time in UTC or an infinity.

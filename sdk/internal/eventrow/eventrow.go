@@ -4,14 +4,9 @@ package eventrow
 
 import (
 	"database/sql"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -90,40 +85,9 @@ func Scan(scan func(dest ...any) error) (Row, error) {
 // is an error, and so is a header whose name or value is not valid UTF-8
 // (possible in a SQL_ASCII database), naming the header.
 func Headers(b []byte) (map[string]string, error) {
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil {
-		var ute *json.UnmarshalTypeError
-		if errors.As(err, &ute) {
-			return nil, fmt.Errorf("headers: a JSON %s, want an object of strings", ute.Value)
-		}
+	h, err := outboxschema.DecodeHeaders(b)
+	if err != nil {
 		return nil, fmt.Errorf("headers: %w", err)
-	}
-	if len(raw) == 0 {
-		return nil, nil
-	}
-	if !utf8.Valid(b) {
-		// encoding/json keeps a raw value's bytes and replaces those that
-		// are not UTF-8 in a name with U+FFFD.
-		names := slices.Sorted(maps.Keys(raw))
-		for _, k := range names {
-			if !utf8.Valid(raw[k]) {
-				return nil, fmt.Errorf("headers: header %q: the value is not valid UTF-8", k)
-			}
-		}
-		for _, k := range names {
-			if strings.ContainsRune(k, utf8.RuneError) {
-				return nil, fmt.Errorf("headers: header %q: the name is not valid UTF-8", k)
-			}
-		}
-	}
-	h := make(map[string]string, len(raw))
-	for k, v := range raw {
-		var s string
-		if json.Unmarshal(v, &s) == nil {
-			h[k] = s
-		} else {
-			h[k] = string(v)
-		}
 	}
 	return h, nil
 }
