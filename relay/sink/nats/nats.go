@@ -5,7 +5,9 @@
 // ambiguous failure (within the stream's duplicate window). A batch is sent
 // without waiting, then every acknowledgement is awaited: one round trip per
 // batch, not per message. CloudEvents attributes travel as ce- headers (binary
-// content mode of the CloudEvents NATS binding).
+// content mode of the CloudEvents NATS binding). An event header NATS cannot
+// carry unchanged fails its message permanently before it is sent (see
+// CheckHeaders).
 package nats
 
 import (
@@ -279,6 +281,10 @@ func (s *Sink) Publish(ctx context.Context, msgs []*relay.Message) []error {
 			setErr(i, relay.MarkPermanent(err))
 			continue
 		}
+		if err := CheckHeaders(m.Event.ID.String(), m.Headers); err != nil {
+			setErr(i, relay.MarkPermanent(err))
+			continue
+		}
 		f, err := s.js.PublishMsgAsync(Message(m), jetstream.WithMsgID(m.Event.ID.String()), jetstream.WithStallWait(stall))
 		if err != nil {
 			setErr(i, classify(err))
@@ -358,6 +364,10 @@ func classify(err error) error {
 		return relay.MarkPermanent(fmt.Errorf("nats: publish: message too large: %w", err))
 	case errors.Is(err, nats.ErrBadSubject):
 		return relay.MarkPermanent(fmt.Errorf("nats: publish: invalid subject: %w", err))
+	case errors.Is(err, nats.ErrBadHeaderMsg):
+		// Publishing refuses a header it cannot write (CheckHeaders
+		// catches those first); a retry sends the same headers.
+		return relay.MarkPermanent(fmt.Errorf("nats: publish: a header NATS cannot carry: %w", err))
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
 		return relay.MarkPermanent(fmt.Errorf("nats: publish: no stream takes this subject (add it to the stream's subjects): %w", err))
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrPermissionViolation):
