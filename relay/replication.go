@@ -251,14 +251,15 @@ func (s *session) connect(ctx context.Context) error {
 	}
 	var events, state bool
 	err = s.pool.QueryRow(cctx, `SELECT to_regclass($1) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'seq' AND NOT attisdropped),
-		to_regclass($2) IS NOT NULL`, s.table, pgident.Quote(db.Schema)+".relay_state").Scan(&events, &state)
+		to_regclass($2) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($3) AND attname = 'event_seq' AND NOT attisdropped)`,
+		s.table, pgident.Quote(db.Schema)+".relay_state", pgident.Quote(db.Schema)+".dead_letters").Scan(&events, &state)
 	if err != nil {
 		s.pool.Close()
 		return fmt.Errorf("check schema: %w", err)
 	}
 	if !events || !state {
 		s.pool.Close()
-		return fatal(fmt.Errorf("%w: %s has no events table (or an old version of it): run `outbox migrate up --schema %s` (or apply `outbox migrate sql`) before starting the relay",
+		return fatal(fmt.Errorf("%w: %s has no outbox tables, or an older version of them than this relay needs: run `outbox migrate up --schema %s` (or apply `outbox migrate sql`) before starting the relay",
 			ErrNotMigrated, db.Schema, db.Schema))
 	}
 	var pub bool

@@ -184,11 +184,15 @@ type deadLetterWriter struct {
 func newDeadLetterWriter(pool *pgxpool.Pool, schema string, logger *slog.Logger) *deadLetterWriter {
 	table := pgident.Quote(schema) + ".dead_letters"
 	// A replayed event that fails again returns to its row: attempts add up.
+	// event_seq, the event's seq (replays follow it: replay.go), is read
+	// from the event's row, which exists while its delivery is in flight.
 	stmt := `INSERT INTO ` + table + ` AS d (event_id, aggregate_type, aggregate_id, event_type, schema_version,
 	  payload, content_type, headers, tenant_id, occurred_at, created_at, route, sink, destination, attempts,
-	  last_error, errors, first_failed_at, last_failed_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, ''), $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+	  last_error, errors, first_failed_at, last_failed_at, event_seq)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, ''), $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+	  (SELECT seq FROM ` + pgident.Quote(schema) + `.events WHERE id = $1))
 	ON CONFLICT (event_id, route) DO UPDATE SET
+	  event_seq = coalesce(d.event_seq, EXCLUDED.event_seq),
 	  attempts = d.attempts + EXCLUDED.attempts,
 	  last_error = EXCLUDED.last_error,
 	  errors = d.errors || EXCLUDED.errors,
