@@ -16,8 +16,9 @@ import (
 // event cannot stall the sink: the sink fails such a message permanently, as
 // a *FieldError, and the relay dead-letters it with the reason.
 //
-//   - AMQP short strings (the exchange, the routing key, the content_type,
-//     type and message_id properties, the names of application properties)
+//   - AMQP short strings (the exchange, the routing key, the content_type
+//     and type properties, the names of application properties; message_id
+//     is the event id, always short ASCII)
 //     hold at most 255 bytes of UTF-8. RabbitMQ closes the connection with
 //     "FRAME_ERROR - Malformed UTF-8 in shortstr" for an exchange name that
 //     is not UTF-8 (checked by the passive declare before publishing), and
@@ -63,7 +64,6 @@ func checkPublishing(id, exchange, key string, p *amqp.Publishing, frameMax int)
 		{"routing key", key, hintDestination},
 		{"content_type", p.ContentType, "fix the event's content_type"},
 		{"type (the event type)", p.Type, "fix the event's event_type"},
-		{"message_id", p.MessageId, "the event id"},
 	} {
 		if reason := shortstrProblem(f.value); reason != "" {
 			return relay.MarkPermanent(&FieldError{ID: id, Field: fmt.Sprintf("%s %s", f.field, quote(f.value)), Reason: reason, Hint: f.hint})
