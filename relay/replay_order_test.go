@@ -13,11 +13,14 @@ import (
 	"github.com/outboxrelay/outbox/relay"
 )
 
-// picky is a sink that refuses, permanently, the messages refuse picks, and
-// records the others in order.
+// picky is a sink that refuses, permanently, the messages refuse picks,
+// fails those hold picks with a transient error, and records the others in
+// order.
 type picky struct {
 	mu        sync.Mutex
 	refuse    func(n int) bool
+	hold      func(n int) bool
+	attempts  int
 	delivered []relay.Message
 }
 
@@ -32,11 +35,15 @@ func (p *picky) Publish(_ context.Context, msgs []*relay.Message) []error {
 	defer p.mu.Unlock()
 	var errs []error
 	for i, m := range msgs {
-		if p.refuse(payloadN(m)) {
+		p.attempts++
+		if n := payloadN(m); p.refuse(n) || (p.hold != nil && p.hold(n)) {
 			if errs == nil {
 				errs = make([]error, len(msgs))
 			}
-			errs[i] = relay.Permanentf("test: refused")
+			errs[i] = errors.New("test: not now")
+			if p.refuse(n) {
+				errs[i] = relay.Permanentf("test: refused")
+			}
 			continue
 		}
 		c := *m
@@ -53,6 +60,12 @@ func (p *picky) set(refuse func(n int) bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.refuse = refuse
+}
+
+func (p *picky) setHold(hold func(n int) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold = hold
 }
 
 func (p *picky) got() []relay.Message {
@@ -122,6 +135,47 @@ func TestReplayFollowsCommitOrder(t *testing.T) {
 	}
 	if wrong > 0 {
 		t.Errorf("%d dead letters do not record their event's seq", wrong)
+	}
+}
+
+// TestReplayWaitsForTheKeyInFlight: a replayed event goes behind a delivery
+// of its key and route still in flight, never past it. The earlier event of
+// the key (n = 0) is being retried (as after a crash, when it is sent again
+// while the later one, n = 1, was dead-lettered before the crash); the replay
+// of n = 1 is requested meanwhile and waits for n = 0.
+func TestReplayWaitsForTheKeyInFlight(t *testing.T) {
+	t.Parallel()
+	o := testutil.NewOutbox(t)
+	ctx := context.Background()
+	sink := &picky{refuse: func(int) bool { return false }, hold: func(n int) bool { return n == 0 }}
+	run := startRecording(t, o, o.DatabaseURL, sink, "routes:\n  - {name: r, match: '*', sink: rec, destination: x, retry: {max_attempts: 1000000, initial_interval: 10ms, max_interval: 50ms}}\n")
+	run.waitFor(t, "streaming", func() bool { return run.r.Health(ctx).Streaming })
+	var later string
+	if err := o.Pool.QueryRow(ctx, `INSERT INTO `+o.Schema+`.dead_letters (event_id, aggregate_type, aggregate_id, event_type,
+		schema_version, payload, content_type, occurred_at, created_at, route, sink, destination, attempts, last_error,
+		first_failed_at, last_failed_at, event_seq) VALUES (`+o.Schema+`.uuid_generate_v7(), 'k', '1', 'e', '1.0', '{"n": 1}', 'application/json',
+		now(), now(), 'r', 'rec', 'x', 1, 'boom', now(), now(), 2) RETURNING event_id::text`).Scan(&later); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Pool.Exec(ctx, `INSERT INTO `+o.Schema+`.events (aggregate_type, aggregate_id, event_type, payload) VALUES ('k', '1', 'e', '{"n": 0}')`); err != nil {
+		t.Fatal(err)
+	}
+	run.waitFor(t, "the earlier event retried", func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		return sink.attempts >= 2
+	})
+	if _, err := o.Pool.Exec(ctx, `UPDATE `+o.Schema+`.dead_letters SET replay_status = 'requested', replay_requested_at = now()`); err != nil {
+		t.Fatal(err)
+	}
+	run.waitFor(t, "the replay claimed", func() bool { return strings.Contains(run.logs.String(), "replaying dead letter") })
+	// Were the replay not to wait, it would be sent now, while n = 0 is
+	// held (a slow machine can only hide that, never fail the test).
+	time.Sleep(200 * time.Millisecond)
+	sink.setHold(nil)
+	run.waitFor(t, "both delivered", func() bool { return len(sink.got()) == 2 })
+	if got := sink.got(); payloadN(&got[0]) != 0 || got[1].Event.ID.String() != later {
+		t.Errorf("delivered n = %d then n = %d; want the event in flight (0) before the replay (1)", payloadN(&got[0]), payloadN(&got[1]))
 	}
 }
 
