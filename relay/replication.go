@@ -737,14 +737,7 @@ func (s *session) stream(ctx context.Context, start pglogrepl.LSN, resumed bool)
 	}
 	err := pglogrepl.StartReplication(ctx, s.repl, db.Slot, start, pglogrepl.StartReplicationOptions{PluginArgs: args})
 	if err != nil {
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "55006" { // object_in_use: slot active for another PID
-			return fmt.Errorf("start replication: %w", err)
-		}
-		if errors.As(err, &pe) && pe.Code == "42704" { // publication missing
-			return fatal(fmt.Errorf("start replication: %w (run `outbox migrate up`)", err))
-		}
-		return fmt.Errorf("start replication: %w", err)
+		return startReplicationError(err)
 	}
 	s.r.streaming.Store(true)
 	s.r.recovered()
