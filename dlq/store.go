@@ -174,7 +174,7 @@ func JoinIDs(ids []int64) string {
 
 // summaryCols are the columns scanSummary reads: the dead_letters table's
 // (outboxschema.DeadLetterColumns) without the payload, headers and error
-// history that List leaves out; fullCols adds those three at the end, for
+// history that List leaves out (and event_seq, the relay's replay order); fullCols adds those three at the end, for
 // Get.
 var summaryCols, fullCols = letterColumns()
 
@@ -182,7 +182,7 @@ func letterColumns() (summary, full string) {
 	var cols []string
 	for _, c := range outboxschema.ColumnNames(outboxschema.DeadLetterColumns) {
 		switch c {
-		case "payload", "headers", "errors":
+		case "payload", "headers", "errors", outboxschema.DeadLetterEventSeq:
 			continue
 		case "tenant_id":
 			c = "coalesce(tenant_id, '')"

@@ -223,12 +223,24 @@ func (c *tChecks) everyRowMarked() *tInv {
 	return v
 }
 
-// orderPerKey: per route and ordering key, first deliveries follow commit
-// order: among rows that were not dead-lettered on the route (stream,
-// snapshot and re-sends after crashes), and among the rows one dead-letter
-// replay request sent.
+// orderPerKey: per route and ordering key, deliveries follow commit order:
+// the first deliveries of the rows that were not dead-lettered on the route
+// (stream, snapshot and re-sends after crashes), and the sends of one
+// dead-letter replay request.
+//
+// A replay's sends cannot be told from other arrivals of the same rows: a
+// dead-lettered row may also have arrived before its replay (a Kafka write
+// that failed for the relay but reached the broker during a cut; a
+// dead-lettered row whose mark a kill lost, sent again by the next relay's
+// snapshot or catch-up), or again after it. Its first arrival is then no
+// replay send, and comparing first arrivals reports an order the replay never
+// made. So among the rows one request replayed (replay_status 'replayed'),
+// the check is that each row, in commit order, has an arrival after the one
+// chosen for the row before it (the earliest such): it holds whenever the
+// replay sent them in commit order, and fails when the replay sent a key's
+// rows out of order and they arrived only then.
 func (c *tChecks) orderPerKey() *tInv {
-	v := &tInv{name: "per ordering key and route, first deliveries follow commit order (stream, snapshot, replay)"}
+	v := &tInv{name: "per ordering key and route, deliveries follow commit order (stream, snapshot: first deliveries; replay: its sends)"}
 	routes := make([]string, 0, len(c.msgs))
 	for r := range c.msgs {
 		routes = append(routes, r)
@@ -240,29 +252,58 @@ func (c *tChecks) orderPerKey() *tInv {
 			seq int
 			id  string
 		}
-		lastSeq := map[string]last{} // group + key -> last first-delivered seq
-		for _, m := range c.msgs[route] {
+		lastSeq := map[string]last{}    // key -> last first-delivered seq, stream and snapshot
+		pos := map[string][]int{}       // id -> positions of its arrivals, in broker order
+		replays := map[string][]*tRow{} // replay group + key -> rows replayed
+		for i, m := range c.msgs[route] {
 			r := c.row(m.id)
-			if r == nil || seen[m.id] {
+			if r == nil {
+				continue
+			}
+			if pos[m.id] == nil {
+				if d := c.st.dls[m.id][route]; d != nil && d.requestedAt != "" && d.status == "replayed" {
+					k := "replay requested at " + d.requestedAt + "\x00" + r.key
+					replays[k] = append(replays[k], r)
+				}
+			}
+			pos[m.id] = append(pos[m.id], i)
+			if seen[m.id] {
 				continue
 			}
 			seen[m.id] = true
-			group := "stream/snapshot"
-			if d := c.st.dls[m.id][route]; d != nil {
-				if d.requestedAt == "" {
-					continue // dead-lettered, never replayed, yet arrived: no order to keep
-				}
-				group = "replay requested at " + d.requestedAt
+			if c.st.dls[m.id][route] != nil {
+				continue // dead-lettered: its replay, if any, is checked below
 			}
 			v.checked++
-			k := group + "\x00" + r.key
-			if p, ok := lastSeq[k]; ok && r.seq < p.seq {
+			if p, ok := lastSeq[r.key]; ok && r.seq < p.seq {
 				q := c.row(p.id)
-				v.fail("route %s, key %q (%s): seq %d (%s, txn %d, %s) first arrived after seq %d (%s, txn %d, %s)", route, clip(r.key, 40), group,
+				v.fail("route %s, key %q (stream/snapshot): seq %d (%s, txn %d, %s) first arrived after seq %d (%s, txn %d, %s)", route, clip(r.key, 40),
 					r.seq, r.id, r.txn, strings.Join(r.tags, ","), q.seq, q.id, q.txn, strings.Join(q.tags, ","))
 			}
-			if p, ok := lastSeq[k]; !ok || r.seq > p.seq {
-				lastSeq[k] = last{r.seq, r.id}
+			if p, ok := lastSeq[r.key]; !ok || r.seq > p.seq {
+				lastSeq[r.key] = last{r.seq, r.id}
+			}
+		}
+		groups := make([]string, 0, len(replays))
+		for k := range replays {
+			groups = append(groups, k)
+		}
+		slices.Sort(groups)
+		for _, k := range groups {
+			rows := replays[k]
+			slices.SortFunc(rows, func(a, b *tRow) int { return a.seq - b.seq })
+			group, _, _ := strings.Cut(k, "\x00")
+			at := -1
+			for i, r := range rows {
+				v.checked++
+				j, _ := slices.BinarySearch(pos[r.id], at+1)
+				if j == len(pos[r.id]) {
+					q := rows[i-1] // at >= 0 here: the first row always has an arrival
+					v.fail("route %s, key %q (%s): seq %d (%s, txn %d, %s) has no arrival after seq %d's (%s, txn %d, %s): the replay sent them out of commit order",
+						route, clip(r.key, 40), group, r.seq, r.id, r.txn, strings.Join(r.tags, ","), q.seq, q.id, q.txn, strings.Join(q.tags, ","))
+					break
+				}
+				at = pos[r.id][j]
 			}
 		}
 	}

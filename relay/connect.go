@@ -52,13 +52,16 @@ func (s *session) checkDatabase(ctx context.Context) error {
 			"run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL (on managed services, enable logical replication in the instance's parameters)", ErrWALLevel, level))
 	}
 	var events, state bool
+	// seq (migration 2) and dead_letters.event_seq (migration 3) are what
+	// the snapshot and replays order by.
 	err := s.pool.QueryRow(cctx, `SELECT to_regclass($1) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'seq' AND NOT attisdropped),
-		to_regclass($2) IS NOT NULL`, s.table, outboxschema.Quote(db.Schema)+".relay_state").Scan(&events, &state)
+		to_regclass($2) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($3) AND attname = 'event_seq' AND NOT attisdropped)`,
+		s.table, outboxschema.Quote(db.Schema)+".relay_state", outboxschema.Quote(db.Schema)+".dead_letters").Scan(&events, &state)
 	if err != nil {
 		return fmt.Errorf("check schema: %w", err)
 	}
 	if !events || !state {
-		return fatal(fmt.Errorf("%w: %s has no events table (or an old version of it): run `outbox migrate up --schema %s` (or apply `outbox migrate sql`) before starting the relay",
+		return fatal(fmt.Errorf("%w: %s has no outbox tables, or an older version of them than this relay needs: run `outbox migrate up --schema %s` (or apply `outbox migrate sql`) before starting the relay",
 			ErrNotMigrated, db.Schema, db.Schema))
 	}
 	var pub bool

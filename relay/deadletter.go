@@ -23,9 +23,13 @@ type deadLetterWriter struct {
 func newDeadLetterWriter(pool *pgxpool.Pool, schema string, logger *slog.Logger) *deadLetterWriter {
 	table := outboxschema.Quote(schema) + ".dead_letters"
 	// A replayed event that fails again returns to its row: attempts add up.
-	stmt := `INSERT INTO ` + table + ` AS d (` + outboxschema.DeadLetterEventColumns + `, ` + outboxschema.DeadLetterFailureColumns + `)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, ''), $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+	// event_seq, the event's seq (replays follow it: replay.go), is read
+	// from the event's row, which exists while its delivery is in flight.
+	stmt := `INSERT INTO ` + table + ` AS d (` + outboxschema.DeadLetterEventColumns + `, ` + outboxschema.DeadLetterFailureColumns + `, ` + outboxschema.DeadLetterEventSeq + `)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, ''), $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+	  (SELECT seq FROM ` + outboxschema.Quote(schema) + `.events WHERE id = $1))
 	ON CONFLICT (event_id, route) DO UPDATE SET
+	  event_seq = coalesce(d.event_seq, EXCLUDED.event_seq),
 	  attempts = d.attempts + EXCLUDED.attempts,
 	  last_error = EXCLUDED.last_error,
 	  errors = d.errors || EXCLUDED.errors,

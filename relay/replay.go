@@ -106,10 +106,15 @@ type claimedLetter struct {
 }
 
 // claim marks up to batchSize requested dead letters as delivering and
-// submits them, lowest id first: a key's dead letters were written in the
-// order its events failed, so that is the order they are replayed in (the
-// dispatcher keeps per-key order from there). UPDATE ... RETURNING returns
-// rows in no particular order, hence the ORDER BY on the outer SELECT.
+// submits them in their events' order (event_seq, the events' seq): a key's
+// events in commit order, as the stream and the snapshot deliver them; the
+// dispatcher keeps per-key order from there, behind any delivery of the key
+// still in flight. The dead letters' ids are not that order: they follow the
+// order events failed in, and an event delivered before a crash, then sent
+// again and dead-lettered, fails after later events of its key. Dead letters
+// without event_seq (their event was gone when migration 3 ran) are older
+// than the others and go first, by id. UPDATE ... RETURNING returns rows in
+// no particular order, hence the ORDER BY on the outer SELECT.
 func (p *replayer) claim(ctx context.Context) (int, error) {
 	cs, err := p.claimRows(ctx)
 	if err != nil {
@@ -135,9 +140,9 @@ func (p *replayer) claim(ctx context.Context) (int, error) {
 func (p *replayer) claimRows(ctx context.Context) ([]claimedLetter, error) {
 	rows, err := p.pool.Query(ctx, `WITH claimed AS (
 		  UPDATE `+p.table+` SET replay_status = `+sqlDelivering+`
-		  WHERE id IN (SELECT id FROM `+p.table+` WHERE replay_status = `+sqlRequested+` ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-		  RETURNING id, route, `+outboxschema.DeadLetterEventColumns+`)
-		SELECT * FROM claimed ORDER BY id`, pgx.QueryResultFormats{pgx.BinaryFormatCode}, p.batchSize)
+		  WHERE id IN (SELECT id FROM `+p.table+` WHERE replay_status = `+sqlRequested+` ORDER BY event_seq NULLS FIRST, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+		  RETURNING id, route, `+outboxschema.DeadLetterEventColumns+`, event_seq)
+		SELECT id, route, `+outboxschema.DeadLetterEventColumns+` FROM claimed ORDER BY event_seq NULLS FIRST, id`, pgx.QueryResultFormats{pgx.BinaryFormatCode}, p.batchSize)
 	if err != nil {
 		return nil, err
 	}

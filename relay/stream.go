@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -44,11 +43,7 @@ func (s *session) stream(ctx context.Context, sl *slot, p *pipeline, resumed boo
 	db := s.cfg.Database
 	rd, err := pgoutput.Start(ctx, sl.conn, pgoutput.StartOptions{Slot: db.Slot, Publication: db.Publication, Schema: db.Schema, Start: sl.start})
 	if err != nil {
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "42704" { // publication missing
-			return fatal(fmt.Errorf("%w (run `outbox migrate up`)", err))
-		}
-		return err // 55006 object_in_use (the slot is active for another PID) among others: retried
+		return startReplicationError(err)
 	}
 	s.r.streaming.Store(true)
 	s.r.recovered()

@@ -34,8 +34,12 @@ const (
 	// DeadLetterReplayColumns are a dead letter's replay state.
 	DeadLetterReplayColumns = "replay_status, replay_requested_at, replayed_at, replay_count"
 
+	// DeadLetterEventSeq is the dead letter's copy of its event's seq: the
+	// order replays follow (migration 3).
+	DeadLetterEventSeq = "event_seq"
+
 	// DeadLetterColumns are every column of the dead_letters table.
-	DeadLetterColumns = "id, " + DeadLetterEventColumns + ", " + DeadLetterFailureColumns + ", " + DeadLetterReplayColumns
+	DeadLetterColumns = "id, " + DeadLetterEventColumns + ", " + DeadLetterFailureColumns + ", " + DeadLetterReplayColumns + ", " + DeadLetterEventSeq
 )
 
 // ColumnNames splits one of the column lists above into its names.

@@ -5,7 +5,9 @@
 // ambiguous failure (within the stream's duplicate window). A batch is sent
 // without waiting, then every acknowledgement is awaited: one round trip per
 // batch, not per message. CloudEvents attributes travel as ce- headers (binary
-// content mode of the CloudEvents NATS binding).
+// content mode of the CloudEvents NATS binding). An event header NATS cannot
+// carry unchanged fails its message permanently before it is sent (see
+// CheckHeaders).
 package nats
 
 import (
@@ -319,6 +321,10 @@ func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
 			setErr(i, sink.MarkPermanent(err))
 			continue
 		}
+		if err := CheckHeaders(m.Event.ID.String(), m.Headers); err != nil {
+			setErr(i, sink.MarkPermanent(err))
+			continue
+		}
 		f, err := s.js.PublishMsgAsync(Message(m), jetstream.WithMsgID(m.Event.ID.String()), jetstream.WithStallWait(stall))
 		if err != nil {
 			setErr(i, classify(err))
@@ -398,6 +404,10 @@ func classify(err error) error {
 		return sink.MarkPermanent(fmt.Errorf("nats: publish: message too large: %w", err))
 	case errors.Is(err, nats.ErrBadSubject):
 		return sink.MarkPermanent(fmt.Errorf("nats: publish: invalid subject: %w", err))
+	case errors.Is(err, nats.ErrBadHeaderMsg):
+		// Publishing refuses a header it cannot write (CheckHeaders
+		// catches those first); a retry sends the same headers.
+		return sink.MarkPermanent(fmt.Errorf("nats: publish: a header NATS cannot carry: %w", err))
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
 		return sink.MarkPermanent(fmt.Errorf("nats: publish: no stream takes this subject (add it to the stream's subjects): %w", err))
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrPermissionViolation):

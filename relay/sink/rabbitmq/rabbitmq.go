@@ -22,7 +22,10 @@
 // them delivered. An exchange is checked once per connection (a passive
 // declare on a spare channel) before the sink publishes to it, so a missing
 // exchange fails its messages permanently instead of closing the channel
-// under the whole batch.
+// under the whole batch. A message RabbitMQ would answer by closing the
+// connection (a short string such as the exchange, routing key or a header
+// name that is not UTF-8 or is over 255 bytes; headers larger than a frame)
+// fails permanently with a *FieldError before anything is sent (check.go).
 //
 // When the connection drops, Publish calls in progress fail with transient
 // errors and the next Publish dials again.
@@ -279,8 +282,17 @@ func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
 		}
 		return errs
 	}
+	pubs := make([]amqp.Publishing, len(msgs))
+	for i, m := range msgs {
+		if errs[i] != nil {
+			continue
+		}
+		pubs[i] = publishing(m)
+		exchange, key := route(m.Destination, s.cfg.Exchange)
+		errs[i] = checkPublishing(m.Event.ID.String(), exchange, key, &pubs[i], pc.conn.Config.FrameSize)
+	}
 	s.checkExchanges(ctx, pc.conn, msgs, errs)
-	clean := s.publish(ctx, pc, msgs, errs)
+	clean := s.publish(ctx, pc, msgs, pubs, errs)
 	s.release(pc, clean)
 	for _, err := range errs {
 		if err != nil {
@@ -290,9 +302,10 @@ func (s *Sink) Publish(ctx context.Context, msgs []*sink.Message) []error {
 	return nil
 }
 
-// publish publishes the messages of msgs whose errs entry is nil, waits for
-// their confirms and fills errs. It reports whether pc can be reused.
-func (s *Sink) publish(ctx context.Context, pc *channel, msgs []*sink.Message, errs []error) (clean bool) {
+// publish publishes the messages of msgs whose errs entry is nil (pubs[i] is
+// msgs[i] as AMQP), waits for their confirms and fills errs. It reports
+// whether pc can be reused.
+func (s *Sink) publish(ctx context.Context, pc *channel, msgs []*sink.Message, pubs []amqp.Publishing, errs []error) (clean bool) {
 	confirms := make([]*amqp.DeferredConfirmation, len(msgs))
 	returned := make(map[string]amqp.Return)
 	returns := pc.returns
@@ -320,7 +333,7 @@ func (s *Sink) publish(ctx context.Context, pc *channel, msgs []*sink.Message, e
 			continue
 		}
 		exchange, key := route(m.Destination, s.cfg.Exchange)
-		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, publishing(m))
+		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, pubs[i])
 		if err != nil {
 			err = fmt.Errorf("rabbitmq: publish: %w", err)
 			for j := i; j < len(msgs); j++ {
