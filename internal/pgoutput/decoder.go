@@ -84,14 +84,14 @@ func (d *Decoder) Decode(msg []byte, row *Row) (Kind, error) {
 	switch msg[0] {
 	case 'B':
 		var b pglogrepl.BeginMessage
-		if err := b.Decode(msg[1:]); err != nil {
+		if err := parse(&b, msg[1:]); err != nil {
 			return Skip, fmt.Errorf("begin: %w", err)
 		}
 		d.tx, d.inTx = Tx{CommitTime: b.CommitTime, CommitLSN: b.FinalLSN}, true
 		return Begin, nil
 	case 'C':
 		var c pglogrepl.CommitMessage
-		if err := c.Decode(msg[1:]); err != nil {
+		if err := parse(&c, msg[1:]); err != nil {
 			return Skip, fmt.Errorf("commit: %w", err)
 		}
 		if !d.inTx {
@@ -109,9 +109,22 @@ func (d *Decoder) Decode(msg []byte, row *Row) (Kind, error) {
 	return Skip, nil
 }
 
+// parse decodes a message with pglogrepl, turning the panic it raises on a
+// truncated message (it indexes past the end of a Relation message's
+// columns, found by FuzzDecoder) into an error: a malformed message must
+// end the session with a reason, not crash the relay.
+func parse(m interface{ Decode([]byte) error }, b []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: malformed message (%v)", ErrDecode, r)
+		}
+	}()
+	return m.Decode(b)
+}
+
 func (d *Decoder) relation(msg []byte) (Kind, error) {
 	var rel pglogrepl.RelationMessage
-	if err := rel.Decode(msg[1:]); err != nil {
+	if err := parse(&rel, msg[1:]); err != nil {
 		return Skip, fmt.Errorf("relation: %w", err)
 	}
 	if rel.Namespace != d.schema || rel.RelationName != "events" {
