@@ -30,7 +30,7 @@ test-short: services-up ## the tests without -race, faster
 
 fuzz: ## run each fuzz target briefly (FUZZTIME, default 10s each)
 	@for pt in relay:FuzzParseConfig relay:FuzzDestination internal/pgoutput:FuzzDecodeInsert internal/pgoutput:FuzzDecodeHeaders internal/pgoutput:FuzzDecoder \
-		dlq:FuzzGlobRegexp sdk/wire:FuzzNATSEncoding; do \
+		dlq:FuzzGlobRegexp sdk/wire:FuzzNATSEncoding cmd/outbox/outboxcli:FuzzParseDuration; do \
 		p=$${pt%%:*}; t=$${pt#*:}; echo "fuzz $$p $$t"; \
 		$(GO) test ./$$p -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-10s} || exit 1; \
 	done
