@@ -612,23 +612,29 @@ func TestBacklogMetricsWithEdgeTimestamps(t *testing.T) {
 	})
 }
 
-// TestRelayNeedsMigration2: on a schema without events.seq (migration 1
-// only) the relay refuses to start, saying to migrate, rather than failing
-// every snapshot.
-func TestRelayNeedsMigration2(t *testing.T) {
+// TestRelayNeedsMigrations: on a schema without events.seq (migration 2) or
+// dead_letters.event_seq (migration 3) the relay refuses to start, saying to
+// migrate, rather than failing every snapshot or every dead-letter write
+// (which would hold the key and the slot).
+func TestRelayNeedsMigrations(t *testing.T) {
 	t.Parallel()
-	o := testutil.NewOutbox(t)
-	if _, err := o.Pool.Exec(context.Background(), "ALTER TABLE "+o.Schema+".events DROP COLUMN seq"); err != nil {
-		t.Fatal(err)
-	}
-	run := startRecording(t, o, o.DatabaseURL, &recorder{}, "routes:\n  - {name: r, match: '*', sink: rec, destination: x}\n")
-	select {
-	case err := <-run.done:
-		run.cancel = nil
-		if !errors.Is(err, relay.ErrNotMigrated) || !strings.Contains(err.Error(), "outbox migrate up") {
-			t.Errorf("relay.Run: %v, want ErrNotMigrated with the command to run", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the relay did not stop")
+	for _, c := range []struct{ table, column string }{{"events", "seq"}, {"dead_letters", "event_seq"}} {
+		t.Run(c.table+"."+c.column, func(t *testing.T) {
+			t.Parallel()
+			o := testutil.NewOutbox(t)
+			if _, err := o.Pool.Exec(context.Background(), "ALTER TABLE "+o.Schema+"."+c.table+" DROP COLUMN "+c.column); err != nil {
+				t.Fatal(err)
+			}
+			run := startRecording(t, o, o.DatabaseURL, &recorder{}, "routes:\n  - {name: r, match: '*', sink: rec, destination: x}\n")
+			select {
+			case err := <-run.done:
+				run.cancel = nil
+				if !errors.Is(err, relay.ErrNotMigrated) || !strings.Contains(err.Error(), "outbox migrate up") {
+					t.Errorf("relay.Run: %v, want ErrNotMigrated with the command to run", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the relay did not stop")
+			}
+		})
 	}
 }

@@ -179,24 +179,3 @@ func TestReplayWaitsForTheKeyInFlight(t *testing.T) {
 		t.Errorf("delivered n = %d then n = %d; want the event in flight (0) before the replay (1)", payloadN(&got[0]), payloadN(&got[1]))
 	}
 }
-
-// TestRelayNeedsMigration3: on a schema without dead_letters.event_seq the
-// relay refuses to start, saying to migrate, rather than failing every
-// dead-letter write (which would hold the key and the slot).
-func TestRelayNeedsMigration3(t *testing.T) {
-	t.Parallel()
-	o := testutil.NewOutbox(t)
-	if _, err := o.Pool.Exec(context.Background(), "ALTER TABLE "+o.Schema+".dead_letters DROP COLUMN event_seq"); err != nil {
-		t.Fatal(err)
-	}
-	run := startRecording(t, o, o.DatabaseURL, &recorder{}, "routes:\n  - {name: r, match: '*', sink: rec, destination: x}\n")
-	select {
-	case err := <-run.done:
-		run.cancel = nil
-		if !errors.Is(err, relay.ErrNotMigrated) || !strings.Contains(err.Error(), "outbox migrate up") {
-			t.Errorf("relay.Run: %v, want ErrNotMigrated with the command to run", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the relay did not stop")
-	}
-}
